@@ -1,0 +1,1 @@
+"""One module per CLI subcommand, each with add_parser() and run(); imported lazily by the CLI."""

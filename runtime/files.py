@@ -1,0 +1,90 @@
+"""Atomic file and directory writes, so that an interrupted run never leaves half a file.
+
+Everything the project writes (checkpoints, bundles, reports, engine caches, masks) goes through
+these helpers: the data is written next to its destination under a temporary name and renamed into
+place, which is atomic on POSIX file systems. An existing destination is only replaced when the
+caller says so (``overwrite=True``, the CLI's ``--force``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from runtime.errors import EdgeDeeplabError
+
+
+def check_writable(dest: str | os.PathLike, overwrite: bool) -> Path:
+    """Fail early, before any work, if ``dest`` exists and may not be replaced."""
+    dest = Path(dest)
+    if dest.exists() and not overwrite:
+        raise EdgeDeeplabError(f"{dest} already exists; pass --force to replace it")
+    return dest
+
+
+@contextlib.contextmanager
+def atomic_file(dest: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; on success it is renamed onto ``dest``."""
+    dest = check_writable(dest, overwrite)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(dest: str | os.PathLike, data: bytes, overwrite: bool = True) -> Path:
+    """Write ``data`` to ``dest`` atomically."""
+    with atomic_file(dest, overwrite) as tmp:
+        tmp.write_bytes(data)
+    return Path(dest)
+
+
+def atomic_write_text(dest: str | os.PathLike, text: str, overwrite: bool = True) -> Path:
+    """Write ``text`` (UTF-8) to ``dest`` atomically."""
+    return atomic_write_bytes(dest, text.encode("utf-8"), overwrite)
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary directory beside ``dest``; on success it replaces ``dest``.
+
+    On failure the temporary directory is removed and an existing ``dest`` is untouched. When
+    replacing, the old directory is moved aside first and deleted only after the new one is in
+    place, so there is no moment at which neither exists on disk under some name.
+    """
+    dest = check_writable(dest, overwrite)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        yield tmp
+        old = None
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+            os.replace(dest, old / dest.name)
+        os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks (model files can be hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,154 @@
+"""The bundle manifest (``model.json``): everything the runtime needs to run a model, no guessing.
+
+A bundle is a directory holding the model file(s) for one target and this manifest. Exporters build
+a :class:`Manifest` and write it with :func:`write_manifest`; the runtime reads it with
+:func:`read_manifest`, which rejects what it cannot run (a newer schema, a missing or altered model
+file) with one clear line instead of failing later inside a backend.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import BundleError
+from runtime.files import atomic_write_text, sha256_file
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "model.json"
+
+TARGETS = ("onnx", "onnxruntime", "openvino", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+# Which precisions each target can produce (the design's target table).
+TARGET_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "onnx": ("fp32", "fp16"),
+    "onnxruntime": ("int8",),
+    "openvino": ("fp32", "fp16", "int8"),
+    "tensorrt": ("fp32", "fp16", "int8"),
+}
+# The backend that runs each target's model files.
+TARGET_BACKEND = {"onnx": "onnxruntime", "onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
+
+
+@dataclass
+class InputSpec:
+    """The model input. ``shape`` is NCHW; ``None`` marks a dynamic axis.
+
+    ``dtype`` is ``float32`` when the runtime normalizes (``(pixel/255 - mean) / std``), or
+    ``uint8`` when the normalization was folded into the graph and raw RGB bytes go straight in.
+    ``resize`` says how an image of another size is fitted to a static input: ``pad`` (shrink to fit
+    if larger, keep the aspect ratio, pad bottom/right; the logits are cropped back) or ``stretch``.
+    """
+
+    name: str = "image"
+    shape: list[int | None] = field(default_factory=lambda: [1, 3, None, None])
+    dtype: str = "float32"
+    layout: str = "NCHW"
+    color: str = "RGB"
+    resize: str = "pad"
+
+    @property
+    def dynamic(self) -> bool:
+        return self.shape[2] is None or self.shape[3] is None
+
+
+@dataclass
+class Manifest:
+    """One bundle's description; see ``docs/bundle.md`` for every field."""
+
+    target: str
+    precision: str
+    files: dict[str, str]  # role -> file name inside the bundle ("model", "weights", "engine", ...)
+    input: InputSpec
+    classes: list[str]
+    palette: list[list[int]]
+    mean: list[float]
+    std: list[float]
+    output_name: str = "logits"
+    ignore_index: int = 255
+    model: dict[str, Any] = field(default_factory=dict)  # backbone, output_stride, decoder, num_classes
+    source: dict[str, Any] = field(default_factory=dict)  # checkpoint path and sha256
+    calibration: dict[str, Any] | None = None  # images used, method, excluded layers, measured drop
+    verification: dict[str, Any] = field(default_factory=dict)  # max_abs_diff, argmax_agreement
+    tools: dict[str, str] = field(default_factory=dict)  # tool versions used to build the bundle
+    extra: dict[str, Any] = field(default_factory=dict)  # target-specific (e.g. trtexec command)
+    checksums: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+        data = dict(data)
+        data["input"] = InputSpec(**data.get("input", {}))
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise BundleError(f"manifest has unknown fields {unknown}")
+        return cls(**data)
+
+
+def write_manifest(bundle_dir: str | Path, manifest: Manifest) -> Path:
+    """Checksum every model file, then write ``model.json`` atomically."""
+    bundle_dir = Path(bundle_dir)
+    if manifest.target not in TARGETS:
+        raise BundleError(f"unknown target {manifest.target!r}; expected one of {', '.join(TARGETS)}")
+    manifest.checksums = {}
+    for name in manifest.files.values():
+        path = bundle_dir / name
+        if not path.is_file():
+            raise BundleError(f"bundle file {name} was not written")
+        manifest.checksums[name] = sha256_file(path)
+    text = json.dumps(manifest.to_dict(), indent=2) + "\n"
+    return atomic_write_text(bundle_dir / MANIFEST_NAME, text)
+
+
+def read_manifest(bundle_dir: str | Path, verify_files: bool = True) -> Manifest:
+    """Read and check a bundle's manifest.
+
+    ``verify_files`` compares each model file with its recorded sha256, which catches a truncated
+    copy to a device before a backend fails on it with an obscure message.
+    """
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / MANIFEST_NAME
+    if not bundle_dir.is_dir():
+        raise BundleError(f"{bundle_dir} is not a directory; a bundle is a folder made by 'edge-deeplab export'")
+    if not path.is_file():
+        raise BundleError(f"{bundle_dir} is not a bundle: it has no {MANIFEST_NAME}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{path} is not a bundle manifest")
+    version = data.get("schema_version")
+    if not isinstance(version, int):
+        raise BundleError(f"{path} has no schema_version")
+    if version > SCHEMA_VERSION:
+        raise BundleError(
+            f"{path} has schema version {version}, newer than this runtime understands ({SCHEMA_VERSION}); "
+            "upgrade edge-deeplab on this device"
+        )
+    try:
+        manifest = Manifest.from_dict(data)
+    except TypeError as exc:
+        raise BundleError(f"{path} is missing fields: {exc}") from None
+    if manifest.target not in TARGETS:
+        raise BundleError(f"{path}: unknown target {manifest.target!r}")
+    if manifest.precision not in TARGET_PRECISIONS[manifest.target]:
+        raise BundleError(f"{path}: target {manifest.target} has no precision {manifest.precision!r}")
+    if verify_files:
+        for name, digest in manifest.checksums.items():
+            file = bundle_dir / name
+            if not file.is_file():
+                raise BundleError(f"bundle {bundle_dir} is incomplete: {name} is missing")
+            if sha256_file(file) != digest:
+                raise BundleError(f"bundle file {file} does not match its manifest (truncated or altered copy?)")
+    return manifest
