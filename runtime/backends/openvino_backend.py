@@ -1,0 +1,67 @@
+"""OpenVINO backend (target ``openvino``): model.xml + weights compiled for a device by ``openvino.Core``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from runtime.backends.base import Backend
+from runtime.errors import BundleError
+from runtime.manifest import Manifest
+from runtime.options import RuntimeOptions
+from runtime.telemetry import disable_telemetry
+
+
+def openvino_config(manifest: Manifest, options: RuntimeOptions) -> dict[str, str]:
+    """The compile-time properties for this bundle.
+
+    An fp32 bundle gets INFERENCE_PRECISION_HINT=f32 unless told otherwise: OpenVINO's CPU
+    plugin otherwise runs bf16 where the CPU supports it, and an FP32 row must be FP32.
+    fp16/int8 bundles keep OpenVINO's own default, which picks the fastest precision for the
+    layers the IR leaves in float.
+    """
+    config = {"PERFORMANCE_HINT": options.ov_performance_hint}
+    hint = options.ov_precision_hint or ("f32" if manifest.precision == "fp32" else None)
+    if hint:
+        config["INFERENCE_PRECISION_HINT"] = hint
+    if options.threads:
+        config["INFERENCE_NUM_THREADS"] = str(options.threads)
+    return config
+
+
+class OpenVinoBackend(Backend):
+    """A compiled OpenVINO model with one infer request (synchronous, lowest latency)."""
+
+    name = "openvino"
+
+    def __init__(self, manifest: Manifest, bundle_dir: Path, options: RuntimeOptions) -> None:
+        super().__init__(manifest, bundle_dir)
+        disable_telemetry()
+        import openvino as ov
+
+        xml = self.model_path()
+        weights = self.model_path("weights") if "weights" in manifest.files else xml.with_suffix(".bin")
+        self.config = openvino_config(manifest, options)
+        core = ov.Core()
+        try:
+            model = core.read_model(str(xml), str(weights))
+            self.compiled = core.compile_model(model, options.device, self.config)
+        except RuntimeError as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
+            raise BundleError(f"{xml}: OpenVINO cannot load it ({first_line})") from None
+        input_names = [name for port in self.compiled.inputs for name in port.get_names()]
+        output_names = [name for port in self.compiled.outputs for name in port.get_names()]
+        model_hw = []
+        if manifest.input.name in input_names:
+            shape = self.compiled.input(manifest.input.name).get_partial_shape()
+            model_hw = [d.get_length() if d.is_static else None for d in list(shape)[2:]]
+        self.check_model_io(input_names, output_names, model_hw)
+        self._input = self.compiled.input(manifest.input.name)
+        self._output = self.compiled.output(manifest.output_name)
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        # share_inputs avoids copying the input into OpenVINO's tensor; the output view is valid
+        # until the next infer() on this request.
+        return self.request.infer({self._input: batch}, share_inputs=True)[self._output]

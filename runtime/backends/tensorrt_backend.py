@@ -1,0 +1,181 @@
+"""TensorRT 10 backend (target ``tensorrt``): deserialize or build an engine, run it through cuda-python.
+
+The bundle carries an ONNX (with explicit Q/DQ pairs for INT8, so no calibrator is involved); the
+first load on a device builds the engine with the TensorRT Python API and caches it per GPU and
+TensorRT version (see :mod:`runtime.backends.tensorrt_engines`). Device memory is managed with
+cuda-python's runtime bindings, which is the only extra dependency (no PyCUDA, no torch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.backends.base import Backend
+from runtime.backends.tensorrt_engines import DeviceIdentity, default_cache_dir, plan_engine, profile_shapes
+from runtime.errors import BundleError, EdgeDeeplabError
+from runtime.files import atomic_write_bytes
+from runtime.manifest import Manifest
+from runtime.options import RuntimeOptions
+
+
+def import_cudart() -> Any:
+    """cuda-python's runtime API: ``cuda.bindings.runtime`` (12.6+) or the older ``cuda.cudart``."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError:
+            raise EdgeDeeplabError(
+                "the tensorrt target needs cuda-python: pip install 'edge-deeplab[tensorrt]'"
+            ) from None
+    return cudart
+
+
+def _cuda_call(cudart: Any, result: Any, what: str) -> Any:
+    """Unpack a cuda-python ``(error, value...)`` tuple, raising on any CUDA error."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if err != cudart.cudaError_t.cudaSuccess:
+        raise EdgeDeeplabError(f"CUDA error in {what}: {err}")
+    return values[0] if len(values) == 1 else values
+
+
+def current_identity(trt: Any, cudart: Any) -> DeviceIdentity:
+    """This machine's GPU name, compute capability and TensorRT version."""
+    device = _cuda_call(cudart, cudart.cudaGetDevice(), "cudaGetDevice")
+    props = _cuda_call(cudart, cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
+    return DeviceIdentity(name.rstrip("\x00").strip(), f"{props.major}.{props.minor}", trt.__version__)
+
+
+def build_engine(
+    trt: Any, logger: Any, onnx_path: Path, manifest: Manifest, options: RuntimeOptions, timing_cache: Path
+) -> bytes:
+    """Build a serialized engine from the bundle's ONNX with the manifest's precision."""
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise BundleError(f"{onnx_path}: TensorRT cannot parse it ({errors[0] if errors else 'unknown error'})")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.trt_workspace_mb << 20)
+    if manifest.precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    elif manifest.precision == "int8":
+        # The ONNX carries explicit Q/DQ scales; the flag lets TensorRT use INT8 kernels for them.
+        config.set_flag(trt.BuilderFlag.INT8)
+        if options.trt_fp16_with_int8:
+            config.set_flag(trt.BuilderFlag.FP16)
+    shapes = profile_shapes(manifest.input.shape, options.trt_max_size, manifest.extra.get("tensorrt_profile"))
+    if shapes is not None:
+        profile = builder.create_optimization_profile()
+        profile.set_shape(manifest.input.name, *shapes)
+        config.add_optimization_profile(profile)
+    blob = timing_cache.read_bytes() if timing_cache.is_file() else b""
+    config.set_timing_cache(config.create_timing_cache(blob), False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EdgeDeeplabError(f"TensorRT could not build an engine from {onnx_path} (see the TensorRT log above)")
+    atomic_write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+    return bytes(memoryview(serialized))
+
+
+class TensorRtBackend(Backend):
+    """One TensorRT execution context with device buffers that grow to the largest input seen."""
+
+    name = "tensorrt"
+
+    def __init__(self, manifest: Manifest, bundle_dir: Path, options: RuntimeOptions) -> None:
+        super().__init__(manifest, bundle_dir)
+        import tensorrt as trt
+
+        self._trt = trt
+        self._cudart = cudart = import_cudart()
+        identity = current_identity(trt, cudart)
+        cache_dir = options.engine_cache_dir or default_cache_dir(bundle_dir)
+        plan = plan_engine(manifest, bundle_dir, identity, cache_dir)
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        runtime = trt.Runtime(self._logger)
+        engine = None
+        for path in plan.candidates:
+            # None (and a logged error) when the engine is from another GPU or TensorRT version.
+            engine = runtime.deserialize_cuda_engine(path.read_bytes())
+            if engine is not None:
+                break
+            plan.notes.append(f"{path.name} does not deserialize on this device")
+        if engine is None:
+            if plan.build_path is None or plan.onnx_path is None:
+                raise plan.failure(identity)
+            data = build_engine(trt, self._logger, plan.onnx_path, manifest, options, plan.timing_cache_path)
+            atomic_write_bytes(plan.build_path, data)
+            engine = runtime.deserialize_cuda_engine(data)
+            if engine is None:
+                raise EdgeDeeplabError("TensorRT built an engine it cannot deserialize (see the TensorRT log above)")
+        self._runtime = runtime
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self._outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        engine_shape = list(engine.get_tensor_shape(manifest.input.name)) if manifest.input.name in inputs else []
+        self.check_model_io(inputs, self._outputs, engine_shape[2:])
+        if len(inputs) != 1:
+            raise BundleError(f"{bundle_dir}: the engine has {len(inputs)} inputs; a segmentation bundle has one")
+        self._input = manifest.input.name
+        self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        if -1 in engine_shape:
+            _, _, max_shape = engine.get_tensor_profile_shape(self._input, 0)
+            self.max_hw = (int(max_shape[2]), int(max_shape[3]))
+            self.max_batch = int(max_shape[0])
+        self._stream = _cuda_call(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._device: dict[str, tuple[int, int]] = {}  # tensor name -> (pointer, bytes)
+
+    def _buffer(self, name: str, nbytes: int) -> int:
+        """A device buffer of at least ``nbytes`` for ``name``, reallocated only when it must grow."""
+        pointer, size = self._device.get(name, (0, 0))
+        if size < nbytes:
+            if pointer:
+                _cuda_call(self._cudart, self._cudart.cudaFree(pointer), "cudaFree")
+            pointer = int(_cuda_call(self._cudart, self._cudart.cudaMalloc(nbytes), "cudaMalloc"))
+            self._device[name] = (pointer, nbytes)
+            self.context.set_tensor_address(name, pointer)
+        return pointer
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        cudart, kinds = self._cudart, self._cudart.cudaMemcpyKind
+        batch = np.ascontiguousarray(batch, dtype=self._dtypes[self._input])
+        if not self.context.set_input_shape(self._input, batch.shape):
+            raise EdgeDeeplabError(f"input shape {batch.shape} is outside the engine's optimization profile")
+        d_input = self._buffer(self._input, batch.nbytes)
+        _cuda_call(
+            cudart,
+            cudart.cudaMemcpyAsync(d_input, batch.ctypes.data, batch.nbytes, kinds.cudaMemcpyHostToDevice, self._stream),
+            "cudaMemcpyAsync",
+        )
+        host: dict[str, np.ndarray] = {}
+        for name in self._outputs:
+            host[name] = np.empty(tuple(self.context.get_tensor_shape(name)), dtype=self._dtypes[name])
+            self._buffer(name, host[name].nbytes)
+        if not self.context.execute_async_v3(int(self._stream)):
+            raise EdgeDeeplabError("TensorRT inference failed (see the TensorRT log above)")
+        out = host[self.manifest.output_name]
+        d_output = self._device[self.manifest.output_name][0]
+        _cuda_call(
+            cudart,
+            cudart.cudaMemcpyAsync(out.ctypes.data, d_output, out.nbytes, kinds.cudaMemcpyDeviceToHost, self._stream),
+            "cudaMemcpyAsync",
+        )
+        _cuda_call(cudart, cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+        return out
+
+    def close(self) -> None:
+        for pointer, _ in self._device.values():
+            self._cudart.cudaFree(pointer)
+        self._device.clear()
+        if self._stream is not None:
+            self._cudart.cudaStreamDestroy(self._stream)
+            self._stream = None

@@ -1,0 +1,178 @@
+"""Images in and out: any picture becomes uint8 HxWx3 RGB; resizing for images and masks.
+
+Cameras and datasets hand over grayscale, RGBA, palette and 16-bit pictures; the model wants RGB
+bytes. Converting here, once, means every caller (CLI, evaluation, calibration) gets the same
+pixels. Resizing uses OpenCV when it is installed (several times faster for masks) and Pillow
+otherwise; both paths use centre-aligned nearest for masks and area-averaging when shrinking
+images, so results agree to within rounding whichever is present.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import EdgeDeeplabError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+@lru_cache(maxsize=1)
+def _cv2() -> Any | None:
+    """OpenCV if installed (the ``video`` extra), imported on first use only."""
+    if importlib.util.find_spec("cv2") is None:
+        return None
+    import cv2
+
+    return cv2
+
+
+def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Convert grayscale, RGBA, single-channel, 16-bit or float [0, 1] arrays to uint8 HxWx3 RGB.
+
+    16-bit data is mapped over its full range (65535 -> 255); alpha is dropped (a segmentation
+    model has no use for it and compositing would invent a background colour).
+    """
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise EdgeDeeplabError(f"expected an HxW, HxWx3 or HxWx4 image, got an array of shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise EdgeDeeplabError(f"image is empty (shape {array.shape})")
+    if array.dtype == np.uint16:
+        array = ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif array.dtype.kind == "f":
+        array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+    elif array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype != np.uint8:
+        if array.min(initial=0) < 0 or array.max(initial=0) > 255:
+            raise EdgeDeeplabError(f"image of dtype {array.dtype} has values outside 0..255")
+        array = array.astype(np.uint8)
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    elif array.shape[2] == 4:
+        array = array[:, :, :3]
+    return np.ascontiguousarray(array)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read any image file Pillow understands as uint8 HxWx3 RGB; one clear error if it cannot."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                array = np.asarray(img)
+                if array.dtype != np.uint16:
+                    array = np.clip(array, 0, 65535).astype(np.uint16)
+                return to_rgb_uint8(array)
+            # Pillow's RGB conversion drops alpha and expands grayscale, palette and CMYK.
+            return to_rgb_uint8(np.asarray(img if img.mode == "RGB" else img.convert("RGB")))
+    except FileNotFoundError:
+        raise EdgeDeeplabError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise EdgeDeeplabError(f"{path}: not a readable image ({exc})") from None
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted so outputs come in a stable order."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize an HxWxC uint8 image: area-averaging when shrinking, bilinear when enlarging."""
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = height * width < image.shape[0] * image.shape[1]
+    cv2 = _cv2()
+    if cv2 is not None:
+        flag = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        return cv2.resize(image, (width, height), interpolation=flag)
+    from PIL import Image
+
+    method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(image).resize((width, height), method))
+
+
+def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of a class mask (centre-aligned, so no half-pixel shift)."""
+    if mask.shape[:2] == (height, width):
+        return mask
+    cv2 = _cv2()
+    if cv2 is not None and mask.dtype in (np.uint8, np.uint16, np.int16, np.int32):
+        return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+    rows = np.minimum(((np.arange(height) + 0.5) * mask.shape[0] / height).astype(np.intp), mask.shape[0] - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * mask.shape[1] / width).astype(np.intp), mask.shape[1] - 1)
+    return mask[rows[:, None], cols[None, :]]
+
+
+def resize_logits(logits: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of C x h x w float logits to C x height x width (align_corners=False)."""
+    channels, in_h, in_w = logits.shape
+    if (in_h, in_w) == (height, width):
+        return logits
+    cv2 = _cv2()
+    if cv2 is not None:
+        # cv2 handles at most 512 channels per call; split to stay within that.
+        hwc = np.ascontiguousarray(logits.transpose(1, 2, 0), dtype=np.float32)
+        parts = [
+            cv2.resize(hwc[:, :, i : i + 512], (width, height), interpolation=cv2.INTER_LINEAR).reshape(
+                height, width, -1
+            )
+            for i in range(0, channels, 512)
+        ]
+        return np.ascontiguousarray(np.concatenate(parts, axis=2).transpose(2, 0, 1))
+
+    def axis_weights(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        low = np.floor(pos).astype(np.intp)
+        high = np.minimum(low + 1, n_in - 1)
+        return low, high, (pos - low).astype(np.float32)
+
+    r0, r1, wr = axis_weights(height, in_h)
+    c0, c1, wc = axis_weights(width, in_w)
+    rows = logits[:, r0, :] * (1 - wr)[None, :, None] + logits[:, r1, :] * wr[None, :, None]
+    return rows[:, :, c0] * (1 - wc)[None, None, :] + rows[:, :, c1] * wc[None, None, :]
+
+
+def write_image(path: str | Path, rgb: np.ndarray, overwrite: bool = True) -> Path:
+    """Write an RGB image atomically; the format follows the file suffix (PNG, JPEG, ...)."""
+    from PIL import Image
+
+    from runtime.files import atomic_file
+
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    with atomic_file(path, overwrite) as tmp:
+        Image.fromarray(rgb).save(tmp, format=fmt)
+    return path
+
+
+def write_mask(path: str | Path, mask: np.ndarray, palette, overwrite: bool = True) -> Path:
+    """Write a class-index mask as a PNG: paletted (index values + colours) when classes fit 8 bits,
+    else 16-bit grayscale, so the file holds the exact class indices either way."""
+    from PIL import Image
+
+    from runtime.files import atomic_file
+
+    path = Path(path)
+    if mask.max(initial=0) < 256:
+        index = np.ascontiguousarray(mask, dtype=np.uint8)
+        img = Image.frombytes("P", (index.shape[1], index.shape[0]), index.tobytes())
+        flat = np.zeros((256, 3), dtype=np.uint8)
+        colours = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[:256]
+        flat[: len(colours)] = colours
+        img.putpalette(flat.ravel().tolist())
+    else:
+        img = Image.fromarray(mask.astype(np.uint16))
+    with atomic_file(path, overwrite) as tmp:
+        img.save(tmp, format="PNG")
+    return path

@@ -1,0 +1,67 @@
+"""From logits to what people look at: class masks, colour masks and overlays.
+
+All numpy-vectorized; the argmax is a running maximum over classes rather than ``argmax(axis=0)``,
+which on a C x H x W array first copies it into H x W x C order (about 1.6x slower at 21 x 513 x
+513 on the development CPU).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from runtime.errors import EdgeDeeplabError
+
+
+def mask_dtype(num_classes: int) -> np.dtype:
+    """uint8 masks while class indices fit (they do for VOC/Cityscapes/ADE20K), else int32."""
+    return np.dtype(np.uint8) if num_classes <= 256 else np.dtype(np.int32)
+
+
+def argmax_classes(logits: np.ndarray) -> np.ndarray:
+    """C x H x W logits -> H x W class indices (the first class wins ties, as numpy's argmax)."""
+    if logits.ndim != 3:
+        raise EdgeDeeplabError(f"expected C x H x W logits, got shape {logits.shape}")
+    channels = logits.shape[0]
+    best = logits[0].astype(np.float32, copy=True)
+    index = np.zeros(logits.shape[1:], dtype=mask_dtype(channels))
+    greater = np.empty(logits.shape[1:], dtype=bool)
+    for c in range(1, channels):
+        np.greater(logits[c], best, out=greater)
+        np.maximum(best, logits[c], out=best)
+        np.putmask(index, greater, c)
+    return index
+
+
+def palette_array(palette: Sequence[Sequence[int]], size: int = 256) -> np.ndarray:
+    """``size`` x 3 uint8 lookup table; classes beyond the palette (e.g. 255 = ignore) are black."""
+    table = np.zeros((max(size, len(palette)), 3), dtype=np.uint8)
+    if len(palette):
+        table[: len(palette)] = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    return table
+
+
+def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
+    """H x W class mask -> H x W x 3 uint8 colours via a palette lookup."""
+    mask = np.asarray(mask)
+    return palette_array(palette, int(mask.max(initial=0)) + 1)[mask]
+
+
+def overlay(
+    image: np.ndarray, mask: np.ndarray, palette: Sequence[Sequence[int]] | np.ndarray, alpha: float = 0.5
+) -> np.ndarray:
+    """Blend the colourized mask over the image: ``(1 - alpha) * image + alpha * colour``.
+
+    Integer arithmetic in uint16 (alpha quantized to 1/256) is exact enough for display and
+    about twice as fast as float math on a 640x480 frame.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise EdgeDeeplabError(f"overlay alpha must be within [0, 1], got {alpha}")
+    if image.shape[:2] != mask.shape[:2]:
+        raise EdgeDeeplabError(f"image {image.shape[:2]} and mask {mask.shape[:2]} differ in size")
+    colours = colorize(mask, palette).astype(np.uint16)
+    a = int(round(alpha * 256))
+    blended = image.astype(np.uint16) * (256 - a) + colours * a
+    blended += 128
+    return (blended >> 8).astype(np.uint8)

@@ -1,0 +1,138 @@
+"""``runtime.load(bundle)`` -> a :class:`Segmenter`: image in, class mask out, any backend.
+
+The segmenter owns everything around the backend call: converting the picture to RGB bytes,
+fitting it to the model input (per the manifest's shape and resize mode), normalizing, and
+mapping the logits back onto the original pixels. Backends only run tensors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from runtime.backends import Backend, open_backend
+from runtime.errors import BundleError
+from runtime.images import resize_image, resize_logits, resize_mask, to_rgb_uint8
+from runtime.manifest import Manifest, read_manifest
+from runtime.options import RuntimeOptions
+from runtime.postprocess import argmax_classes, mask_dtype
+from runtime.preprocess import Placement, plan_placement, to_input
+
+
+class Segmenter:
+    """A loaded bundle. ``predict(image)`` returns an HxW class-index mask at the image's size."""
+
+    def __init__(self, manifest: Manifest, bundle_dir: Path, backend: Backend, options: RuntimeOptions) -> None:
+        self.manifest = manifest
+        self.bundle_dir = bundle_dir
+        self.backend = backend
+        self.options = options
+        self.palette = manifest.palette
+        self.classes = manifest.classes
+
+    # -- the public calls -------------------------------------------------------------------
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """uint8 HxWx3 RGB (grayscale, RGBA and 16-bit are converted) -> HxW class indices."""
+        return self.predict_batch([image])[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Masks for several images; images that fit the same input size share one backend call."""
+        return self._infer(images, self._to_mask)
+
+    def logits(self, image: np.ndarray) -> np.ndarray:
+        """float32 C x H x W logits at the image's size (bilinear), for evaluation or soft outputs."""
+
+        def crop_and_resize(logits: np.ndarray, placement: Placement) -> np.ndarray:
+            valid = np.asarray(logits[:, : placement.scaled_h, : placement.scaled_w], dtype=np.float32)
+            return resize_logits(valid, placement.orig_h, placement.orig_w).copy()
+
+        return self._infer([image], crop_and_resize)[0]
+
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
+        """One image -> (3 x h x w model input, where it was placed); public for calibration reuse."""
+        rgb = to_rgb_uint8(image)
+        placement = plan_placement(
+            rgb.shape[0],
+            rgb.shape[1],
+            self.backend.static_hw,
+            self.manifest.input.resize,
+            self.backend.max_hw,
+            self.options.pad_multiple,
+        )
+        scaled = resize_image(rgb, placement.scaled_h, placement.scaled_w)
+        return to_input(scaled, placement, self.manifest.input.dtype, self.manifest.mean, self.manifest.std), placement
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Segmenter({self.bundle_dir.name}: {self.manifest.target}/{self.manifest.precision}, "
+            f"{self.manifest.num_classes} classes, input {self.manifest.input.shape})"
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+    def _infer(self, images: Sequence[np.ndarray], finish: Callable[[np.ndarray, Placement], Any]) -> list[Any]:
+        """Run the images through the backend and ``finish`` each image's logits, in input order.
+
+        ``finish`` is called right after each backend call, because a backend may reuse its
+        output buffer on the next call; this avoids copying every output.
+        """
+        prepared = [self.prepare(image) for image in images]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, (tensor, _) in enumerate(prepared):
+            groups.setdefault(tensor.shape, []).append(index)
+        chunk = self.backend.batch_size or self.backend.max_batch or max(len(images), 1)
+        results: list[Any] = [None] * len(images)
+        for indices in groups.values():
+            for start in range(0, len(indices), chunk):
+                part = indices[start : start + chunk]
+                batch = np.stack([prepared[i][0] for i in part])
+                if self.backend.batch_size and len(part) < self.backend.batch_size:
+                    filler = np.zeros((self.backend.batch_size - len(part), *batch.shape[1:]), dtype=batch.dtype)
+                    batch = np.concatenate([batch, filler])
+                logits = self.backend.run(batch)
+                if logits.ndim != 4 or logits.shape[0] != batch.shape[0]:
+                    raise BundleError(
+                        f"{self.bundle_dir}: model output has shape {logits.shape}, expected N x C x H x W"
+                    )
+                for row, i in enumerate(part):
+                    placement = prepared[i][1]
+                    if logits.shape[2:] != (placement.input_h, placement.input_w):
+                        raise BundleError(
+                            f"{self.bundle_dir}: logits are {logits.shape[2]}x{logits.shape[3]} for an input of "
+                            f"{placement.input_h}x{placement.input_w}; the runtime expects logits at input size"
+                        )
+                    results[i] = finish(logits[row], placement)
+        return results
+
+    def _to_mask(self, logits: np.ndarray, placement: Placement) -> np.ndarray:
+        """Crop the padding off, take the argmax and bring the mask to the original size."""
+        valid = logits[:, : placement.scaled_h, : placement.scaled_w]
+        if self.options.upsample == "logits":
+            full = resize_logits(np.asarray(valid, dtype=np.float32), placement.orig_h, placement.orig_w)
+            return argmax_classes(full)
+        mask = argmax_classes(valid)
+        return resize_mask(mask, placement.orig_h, placement.orig_w).astype(mask_dtype(logits.shape[0]), copy=False)
+
+
+def load(bundle_dir: str | Path, verify: bool = True, **options: Any) -> Segmenter:
+    """Read a bundle's manifest, open its backend and return a ready :class:`Segmenter`.
+
+    ``verify`` checks each model file against its manifest checksum first (a few hundred ms for
+    a large model; it turns a truncated copy into a clear error). ``options``: see
+    :class:`runtime.options.RuntimeOptions`.
+    """
+    bundle_dir = Path(bundle_dir)
+    runtime_options = RuntimeOptions.from_kwargs(**options)
+    manifest = read_manifest(bundle_dir, verify_files=verify)
+    backend = open_backend(manifest, bundle_dir, runtime_options)
+    return Segmenter(manifest, bundle_dir, backend, runtime_options)

@@ -1,0 +1,217 @@
+"""The video pipeline: decode, infer and encode in parallel threads joined by bounded queues.
+
+Each stage runs on its own thread, so with the queues full the throughput is that of the
+slowest stage rather than the sum of all three (OpenCV's decode/encode and the backends release
+the GIL). Bounded queues keep memory flat and make a slow encoder slow the reader down instead of
+buffering the whole video. The writer goes to a temporary file renamed at the end; end of stream
+and Ctrl-C both stop the reader, drain the queues and release the writer, so the result plays.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from runtime.errors import EdgeDeeplabError
+from runtime.images import write_mask
+from runtime.postprocess import overlay, palette_array
+
+_END = object()  # sentinel passed down the queues after the last frame
+
+
+@dataclass
+class PipelineStats:
+    """What the pipeline did: frames, skips, per-stage ms per frame and overall fps."""
+
+    frames: int = 0
+    skipped: int = 0
+    decode_ms: float = 0.0
+    infer_ms: float = 0.0
+    encode_ms: float = 0.0
+    seconds: float = 0.0
+    interrupted: bool = False
+    output: str = ""
+    masks: str = ""
+    _totals: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "infer": 0.0, "encode": 0.0}, repr=False)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        data["fps"] = self.fps
+        return data
+
+    def summary(self) -> str:
+        """The per-stage timing lines printed at the end of a run."""
+        lines = [
+            f"frames: {self.frames} written, {self.skipped} corrupt frames skipped"
+            + (" (stopped by Ctrl-C)" if self.interrupted else ""),
+            f"decode {self.decode_ms:.1f} ms/frame | infer {self.infer_ms:.1f} ms/frame | "
+            f"encode {self.encode_ms:.1f} ms/frame",
+            f"throughput {self.fps:.1f} fps over {self.seconds:.1f} s",
+        ]
+        if self.output:
+            lines.append(f"video: {self.output}")
+        if self.masks:
+            lines.append(f"masks: {self.masks}")
+        return "\n".join(lines)
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    """Put with a timeout loop so a producer never blocks forever on a dead consumer."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _draw_fps(cv2: Any, frame_bgr: np.ndarray, fps: float) -> None:
+    """fps text in the top-left corner, dark outline under white so it reads on any background."""
+    text = f"{fps:5.1f} fps"
+    scale = max(0.5, frame_bgr.shape[0] / 720)
+    for colour, thickness in (((0, 0, 0), 4), ((255, 255, 255), 1)):
+        cv2.putText(frame_bgr, text, (10, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, colour,
+                    max(1, int(thickness * scale)), cv2.LINE_AA)
+
+
+def run_video(
+    frames: Iterable[np.ndarray | None],
+    predict: Callable[[np.ndarray], np.ndarray],
+    palette: list[list[int]],
+    out_path: str | Path | None,
+    fps: float = 30.0,
+    masks_dir: str | Path | None = None,
+    alpha: float = 0.5,
+    max_frames: int | None = None,
+    duration: float | None = None,
+    queue_size: int = 4,
+    progress: Callable[[int], Any] | None = None,
+) -> PipelineStats:
+    """Segment a stream of BGR frames (``None`` = a corrupt frame to skip) into an annotated video.
+
+    ``frames`` is iterated on the calling thread, so a Ctrl-C (or a KeyboardInterrupt raised by
+    the source) stops reading; what was read is still inferred, encoded and the file finalized.
+    ``out_path`` ``None`` skips encoding the video (masks only, or timing runs).
+    """
+    import cv2
+
+    stats = PipelineStats()
+    table = palette_array(palette)
+    decoded: queue.Queue = queue.Queue(maxsize=queue_size)
+    inferred: queue.Queue = queue.Queue(maxsize=queue_size)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    out_path = Path(out_path) if out_path is not None else None
+    tmp_path = out_path.with_name(f".{out_path.stem}.partial{out_path.suffix}") if out_path else None
+    masks_dir = Path(masks_dir) if masks_dir is not None else None
+    if masks_dir is not None:
+        masks_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    def infer_stage() -> None:
+        try:
+            while (item := decoded.get()) is not _END:
+                if stop.is_set():
+                    continue  # a later stage failed: drain so the reader never blocks
+                index, rgb = item
+                t0 = time.perf_counter()
+                mask = predict(rgb)
+                stats._totals["infer"] += time.perf_counter() - t0
+                _put(inferred, (index, rgb, mask), stop)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
+            errors.append(exc)
+            stop.set()
+            while decoded.get() is not _END:
+                pass
+        finally:
+            _put(inferred, _END, threading.Event())
+
+    writer_box: list[Any] = []
+
+    def encode_stage() -> None:
+        try:
+            while (item := inferred.get()) is not _END:
+                index, rgb, mask = item
+                t0 = time.perf_counter()
+                if masks_dir is not None:
+                    write_mask(masks_dir / f"frame_{index:06d}.png", mask, palette)
+                if tmp_path is not None:
+                    bgr = cv2.cvtColor(overlay(rgb, mask, table, alpha), cv2.COLOR_RGB2BGR)
+                    _draw_fps(cv2, bgr, (stats.frames + 1) / max(time.perf_counter() - start, 1e-6))
+                    if not writer_box:
+                        fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+                        writer = cv2.VideoWriter(str(tmp_path), fourcc, fps, (bgr.shape[1], bgr.shape[0]))
+                        if not writer.isOpened():
+                            raise EdgeDeeplabError(f"cannot write video {out_path} (mp4v encoder unavailable?)")
+                        writer_box.append(writer)
+                    writer_box[0].write(bgr)
+                stats._totals["encode"] += time.perf_counter() - t0
+                stats.frames += 1
+                if progress is not None:
+                    progress(1)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            errors.append(exc)
+            stop.set()
+            while inferred.get() is not _END:  # keep the infer stage from blocking on a full queue
+                pass
+
+    workers = [threading.Thread(target=infer_stage, name="infer"), threading.Thread(target=encode_stage, name="encode")]
+    for worker in workers:
+        worker.start()
+    read = 0
+    try:
+        iterator = iter(frames)
+        while not stop.is_set():
+            if max_frames is not None and read >= max_frames:
+                break
+            if duration is not None and time.perf_counter() - start >= duration:
+                break
+            t0 = time.perf_counter()
+            frame = next(iterator, _END)
+            if frame is _END:
+                break
+            if frame is None:
+                stats.skipped += 1
+                continue
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            stats._totals["decode"] += time.perf_counter() - t0
+            if not _put(decoded, (read, rgb), stop):
+                break
+            read += 1
+    except KeyboardInterrupt:
+        stats.interrupted = True
+    finally:
+        _put(decoded, _END, threading.Event())
+        for worker in workers:
+            worker.join()
+        if writer_box:
+            writer_box[0].release()
+        stats.seconds = time.perf_counter() - start
+    if errors:
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
+        raise errors[0]
+    if read == 0:
+        raise EdgeDeeplabError("no frame could be decoded from the source")
+    if tmp_path is not None and writer_box:
+        os.replace(tmp_path, out_path)
+        stats.output = str(out_path)
+    if masks_dir is not None:
+        stats.masks = str(masks_dir)
+    n = max(stats.frames, 1)
+    stats.decode_ms = stats._totals["decode"] * 1000 / max(read, 1)
+    stats.infer_ms = stats._totals["infer"] * 1000 / n
+    stats.encode_ms = stats._totals["encode"] * 1000 / n
+    return stats
