@@ -1,0 +1,133 @@
+"""Checkpoints: one file holds the weights and everything needed to use them without guessing.
+
+A checkpoint is a plain dict saved with ``torch.save`` and loaded with ``weights_only=True`` (no
+pickled code runs on load): the model config, the state dict, class names, palette, ignore index
+and normalization, and, for ``--resume``, the optimizer, the step and the RNG states. Files are
+written atomically, so a run killed while saving leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_deeplab.models.config import ModelConfig
+from runtime.errors import EdgeDeeplabError
+from runtime.files import atomic_file
+
+FORMAT = "edge-deeplab-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint file holds, with the model config parsed."""
+
+    model_config: ModelConfig
+    state_dict: dict[str, Any]
+    classes: list[str]
+    palette: list[list[int]]
+    mean: list[float]
+    std: list[float]
+    ignore_index: int = 255
+    dataset: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    train_state: dict[str, Any] | None = None  # step, optimizer, rng, best metric, train config
+    path: Path | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model_config": self.model_config.to_dict(),
+            "state_dict": self.state_dict,
+            "classes": list(self.classes),
+            "palette": [list(map(int, c)) for c in self.palette],
+            "mean": list(map(float, self.mean)),
+            "std": list(map(float, self.std)),
+            "ignore_index": int(self.ignore_index),
+            "dataset": self.dataset,
+            "metrics": self.metrics,
+            "train_state": self.train_state,
+        }
+
+    def build_model(self, output_stride: int | None = None):
+        """Build the model this checkpoint describes and load its weights (strict).
+
+        ``output_stride`` runs the same weights at another stride (the design's switch).
+        """
+        from edge_deeplab.models import build_model, set_output_stride
+
+        model = build_model(self.model_config)
+        try:
+            model.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else "mismatch"
+            raise EdgeDeeplabError(
+                f"{self.path or 'checkpoint'}: weights do not fit a {self.model_config.backbone} model "
+                f"with {self.num_classes} classes ({first})"
+            ) from None
+        if output_stride is not None:
+            set_output_stride(model, output_stride)
+        model.eval()
+        return model
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
+    """Write atomically: a crash mid-write leaves the old file as it was."""
+    import torch
+
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        torch.save(checkpoint.to_dict(), tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
+    """Load and validate a checkpoint, turning every way it can be wrong into one clear line."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeDeeplabError(f"checkpoint {path} does not exist")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EdgeDeeplabError(f"{path} is not a readable checkpoint (corrupt or truncated?): {reason[:200]}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        hint = ""
+        if isinstance(data, dict) and "model_state" in data:
+            hint = " (it looks like a VainF/DeepLabV3Plus-Pytorch checkpoint: convert it with 'edge-deeplab import-checkpoint')"
+        raise EdgeDeeplabError(f"{path} is not an edge-deeplab checkpoint{hint}")
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise EdgeDeeplabError(f"{path} has checkpoint format version {version}; this edge-deeplab reads up to {FORMAT_VERSION}")
+    try:
+        ckpt = Checkpoint(
+            model_config=ModelConfig.from_dict(data["model_config"]),
+            state_dict=data["state_dict"],
+            classes=list(data["classes"]),
+            palette=[list(c) for c in data["palette"]],
+            mean=list(data["mean"]),
+            std=list(data["std"]),
+            ignore_index=int(data.get("ignore_index", 255)),
+            dataset=str(data.get("dataset", "")),
+            metrics=dict(data.get("metrics") or {}),
+            train_state=data.get("train_state"),
+            path=path,
+        )
+    except (KeyError, TypeError) as exc:
+        raise EdgeDeeplabError(f"{path} is an incomplete edge-deeplab checkpoint (missing {exc})") from None
+    if ckpt.model_config.num_classes != len(ckpt.classes):
+        raise EdgeDeeplabError(
+            f"{path}: model has {ckpt.model_config.num_classes} classes but names {len(ckpt.classes)}"
+        )
+    return ckpt

@@ -1,0 +1,90 @@
+"""Scoring: a PyTorch checkpoint or an exported bundle, on a dataset, with the same numpy metrics.
+
+The metrics (``edge_deeplab.metrics``) are torch-free, and bundles are scored through the runtime,
+the code path a device uses, so ``edge-deeplab evaluate BUNDLE`` on a Jetson gives figures directly
+comparable with the checkpoint's on the training machine.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from edge_deeplab.metrics import BoundaryConfusion, ConfusionMatrix
+
+DEFAULT_BAND_WIDTHS = (2, 4, 8, 16)
+
+
+def score_predictions(
+    predict: Callable[[np.ndarray], np.ndarray],
+    dataset,
+    limit: int | None = None,
+    band_widths: Iterable[int] = DEFAULT_BAND_WIDTHS,
+    progress: bool = True,
+    desc: str = "evaluate",
+) -> dict[str, Any]:
+    """Run ``predict`` (uint8 HxWx3 image -> HxW class mask) over ``dataset`` and summarize.
+
+    Returns mIoU, per-class IoU, pixel accuracy and boundary mIoU for each trimap band width.
+    """
+    num_classes = len(dataset.classes)
+    confusion = ConfusionMatrix(num_classes, ignore_index=dataset.ignore_index)
+    boundary = BoundaryConfusion(num_classes, widths=tuple(band_widths), ignore_index=dataset.ignore_index)
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    indices: Iterable[int] = range(count)
+    if progress:
+        from tqdm import tqdm
+
+        indices = tqdm(indices, desc=desc, unit="img", dynamic_ncols=True, file=sys.stderr, leave=False)
+    for i in indices:
+        sample = dataset[i]
+        pred = predict(sample.image)
+        confusion.update(pred, sample.mask)
+        boundary.update(pred, sample.mask)
+    summary = confusion.summary(dataset.classes)
+    summary["boundary_miou"] = boundary.miou_by_width()
+    summary["images"] = count
+    return summary
+
+
+def torch_predictor(model, device=None) -> Callable[[np.ndarray], np.ndarray]:
+    """Wrap a model as uint8 image -> class mask, normalizing exactly as the runtime does."""
+    import torch
+
+    from runtime.preprocess import normalize
+
+    device = device or next(model.parameters()).device
+
+    @torch.inference_mode()
+    def predict(image: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(normalize(image))[None].to(device)
+        return model(x)[0].argmax(0).to(torch.uint8).cpu().numpy()
+
+    return predict
+
+
+def evaluate_model(model, dataset, device=None, limit: int | None = None, progress: bool = True, band_widths=DEFAULT_BAND_WIDTHS) -> dict[str, Any]:
+    """Score a torch model in eval mode on full-size images (it accepts any height and width)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return score_predictions(torch_predictor(model, device), dataset, limit, band_widths, progress)
+    finally:
+        model.train(was_training)
+
+
+def format_table(summary: dict[str, Any], title: str = "") -> str:
+    """A plain-text table of a summary: the headline figures, then IoU per class."""
+    lines = [title] if title else []
+    lines.append(f"  images           {summary['images']}")
+    lines.append(f"  mIoU             {summary['miou']:.4f}")
+    lines.append(f"  pixel accuracy   {summary['pixel_accuracy']:.4f}")
+    for width, value in summary["boundary_miou"].items():
+        lines.append(f"  boundary mIoU {int(width):>2}px {value:.4f}")
+    lines.append("  per-class IoU:")
+    for name, value in summary["per_class_iou"].items():
+        shown = "   n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.4f}"
+        lines.append(f"    {name:<20} {shown}")
+    return "\n".join(lines)

@@ -1,0 +1,303 @@
+"""Training: SGD with momentum and a poly schedule, validation, atomic checkpoints, exact resume.
+
+Run it through the CLI (``edge-deeplab train``) or, for several GPUs or processes, under torchrun
+(``torchrun --nproc-per-node N -m edge_deeplab.train --config cfg.yaml``): with ``WORLD_SIZE`` > 1
+the model is wrapped in DistributedDataParallel (SyncBatchNorm on CUDA), each process reads its own
+slice of every global batch, and only rank 0 validates, logs and writes checkpoints.
+
+Resume is exact: which images form batch ``k`` and how they are augmented is a pure function of
+(seed, k), and the checkpoint holds the optimizer, the step and the torch RNG state, so a run that
+was stopped and resumed ends with the same weights as one that was not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from edge_deeplab.config import TrainConfig
+from runtime.errors import EdgeDeeplabError
+from runtime.files import atomic_write_text
+
+
+@dataclass
+class DistInfo:
+    """Where this process sits in a (possibly single-process) run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def batch_indices(step: int, batch_size: int, num_samples: int, seed: int) -> np.ndarray:
+    """The dataset indices of global batch ``step``: epoch-wise seeded permutations, drop-last.
+
+    A pure function of its arguments, which is what makes resume exact and lets every process of
+    a distributed run agree on the batch without communicating.
+    """
+    per_epoch = num_samples // batch_size
+    epoch, k = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(num_samples)
+    return order[k * batch_size : (k + 1) * batch_size]
+
+
+class StepBatchSampler:
+    """Yields this rank's share of each global batch from ``start`` to ``total`` steps."""
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, start: int, total: int, dist: DistInfo):
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.start, self.total, self.dist = start, total, dist
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.total):
+            batch = batch_indices(step, self.batch_size, self.num_samples, self.seed)
+            share = batch[self.dist.rank :: self.dist.world_size]
+            per_epoch = self.num_samples // self.batch_size
+            epoch = step // per_epoch
+            yield [(int(i), epoch) for i in share]
+
+
+def poly_lr(base_lr: float, step: int, total: int, power: float) -> float:
+    return base_lr * (1 - step / total) ** power
+
+
+def _init_distributed(device: str) -> DistInfo:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    import torch.distributed as torch_dist
+
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    torch_dist.init_process_group(backend=backend)
+    return DistInfo(rank=torch_dist.get_rank(), world_size=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _resolve_device(config: TrainConfig, dist: DistInfo):
+    import torch
+
+    if config.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise EdgeDeeplabError("--device cuda was asked for but this torch build sees no CUDA GPU")
+        index = dist.local_rank if dist.world_size > 1 else (int(config.device.split(":")[1]) if ":" in config.device else 0)
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+def _prepare_out_dir(out: Path, resume: bool, force: bool) -> None:
+    last = out / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise EdgeDeeplabError(f"nothing to resume: {last} does not exist")
+        for stale in out.glob(".*.tmp"):  # a checkpoint being written when the run was killed
+            stale.unlink()
+        return
+    if out.exists() and any(out.iterdir()) and not force:
+        raise EdgeDeeplabError(f"{out} already holds a training run; pass --resume to continue it or --force to start over")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def train(config: TrainConfig, resume: bool = False, force: bool = False) -> Path:
+    """Train as ``config`` says; returns the path of the best checkpoint."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from edge_deeplab.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from edge_deeplab.data.base import open_dataset
+    from edge_deeplab.data.torch_dataset import TorchSegmentation, collate
+    from edge_deeplab.data.transforms import train_transform
+    from edge_deeplab.evaluate import evaluate_model
+    from edge_deeplab.models import build_model
+    from edge_deeplab.models.config import ModelConfig
+    from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+    dist = _init_distributed(config.device)
+    out = Path(config.out)
+    if dist.is_main:
+        _prepare_out_dir(out, resume, force)
+    device = _resolve_device(config, dist)
+    torch.manual_seed(config.seed)
+
+    train_set = open_dataset(config.data, "train")
+    val_set = open_dataset(config.val_data or config.data, "val")
+    if list(val_set.classes) != list(train_set.classes):
+        raise EdgeDeeplabError("the validation dataset's classes differ from the training dataset's")
+    if len(train_set) < config.batch_size:
+        raise EdgeDeeplabError(f"the training set has {len(train_set)} images, fewer than one batch ({config.batch_size})")
+    if config.batch_size % dist.world_size:
+        raise EdgeDeeplabError(f"batch size {config.batch_size} does not split over {dist.world_size} processes")
+    per_epoch = len(train_set) // config.batch_size
+    total = config.epochs * per_epoch if config.epochs else config.iterations
+
+    model_config = ModelConfig(
+        backbone=config.backbone,
+        num_classes=len(train_set.classes),
+        output_stride=config.output_stride,
+        decoder=config.decoder,
+        separable=config.separable,
+        width_mult=config.width_mult,
+    )
+    model = build_model(model_config)
+    if config.backbone_weights and not resume:
+        from edge_deeplab.weights import load_backbone_weights
+
+        load_backbone_weights(model, config.backbone_weights)
+    model.to(device)
+
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        (no_decay if param.ndim <= 1 else decay).append(param)
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        momentum=config.momentum,
+    )
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start, best_miou = 0, -1.0
+    if resume:
+        ckpt = load_checkpoint(out / "last.pt")
+        if ckpt.model_config.to_dict() != model_config.to_dict():
+            raise EdgeDeeplabError(f"{out / 'last.pt'} is a {ckpt.model_config.backbone} model with {ckpt.num_classes} classes; it does not match this run's options")
+        state = ckpt.train_state or {}
+        model.load_state_dict(ckpt.state_dict)
+        optimizer.load_state_dict(state["optimizer"])
+        if use_amp and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        start, best_miou = int(state["step"]), float(state.get("best_miou", -1.0))
+        if start >= total:
+            raise EdgeDeeplabError(f"{out / 'last.pt'} already finished its {total} steps")
+
+    net = model
+    if dist.world_size > 1:
+        if device.type == "cuda":
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+
+    dataset = TorchSegmentation(train_set, train_transform(config.crop_size), seed=config.seed)
+    sampler = StepBatchSampler(len(train_set), config.batch_size, config.seed, start, total, dist)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=config.workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+        # A private generator, so creating the loader does not draw from the global torch RNG,
+        # whose state the checkpoint restores for exact resume.
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    criterion = torch.nn.CrossEntropyLoss(ignore_index=train_set.ignore_index)
+
+    def make_checkpoint(step: int, metrics: dict) -> Checkpoint:
+        return Checkpoint(
+            model_config=model_config,
+            state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
+            classes=list(train_set.classes),
+            palette=[list(map(int, c)) for c in train_set.palette],
+            mean=list(IMAGENET_MEAN),
+            std=list(IMAGENET_STD),
+            ignore_index=train_set.ignore_index,
+            dataset=config.data,
+            metrics=metrics,
+            train_state={
+                "step": step,
+                "total": total,
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if use_amp else None,
+                "torch_rng": torch.get_rng_state(),
+                "best_miou": best_miou,
+                "config": config.to_dict(),
+            },
+        )
+
+    progress = None
+    if dist.is_main:
+        from tqdm import tqdm
+
+        progress = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+    log_path = out / "log.jsonl"
+    model.train()
+    step = start
+    smooth_loss = None
+    t0 = time.perf_counter()
+    try:
+        for images, masks in loader:
+            lr = poly_lr(config.lr, step, total, config.poly_power)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images = images.to(device, non_blocking=True)
+            masks = masks.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                loss = criterion(net(images), masks)
+            if not math.isfinite(loss.item()):
+                raise EdgeDeeplabError(f"loss became {loss.item()} at step {step}; lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            smooth_loss = loss.item() if smooth_loss is None else 0.9 * smooth_loss + 0.1 * loss.item()
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{smooth_loss:.3f}", lr=f"{lr:.4f}")
+            if step % config.val_every == 0 or step == total:
+                if dist.is_main:
+                    metrics = evaluate_model(model, val_set, device=device, limit=config.val_images, progress=False)
+                    model.train()
+                    record = {"step": step, "loss": smooth_loss, "lr": lr, "seconds": round(time.perf_counter() - t0, 1), "miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"]}
+                    with open(log_path, "a", encoding="utf-8") as fh:
+                        fh.write(json.dumps(record) + "\n")
+                    if progress is not None:
+                        progress.write(f"step {step}/{total}: loss {smooth_loss:.3f}  val mIoU {metrics['miou']:.4f}  pixel acc {metrics['pixel_accuracy']:.4f}")
+                    summary = {"step": step, "miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"]}
+                    if metrics["miou"] > best_miou:
+                        best_miou = metrics["miou"]
+                        save_checkpoint(make_checkpoint(step, summary), out / "best.pt")
+                    save_checkpoint(make_checkpoint(step, summary), out / "last.pt")
+                if dist.world_size > 1:
+                    import torch.distributed as torch_dist
+
+                    torch_dist.barrier()
+    except KeyboardInterrupt:
+        # Ctrl-C: keep the steps done so far; --resume continues from here.
+        if dist.is_main and step > start:
+            save_checkpoint(make_checkpoint(step, {"step": step, "interrupted": True}), out / "last.pt")
+            print(f"\ninterrupted at step {step}; continue with --resume", file=sys.stderr)
+        raise
+    if progress is not None:
+        progress.close()
+    if dist.world_size > 1:
+        import torch.distributed as torch_dist
+
+        torch_dist.destroy_process_group()
+    if dist.is_main:
+        atomic_write_text(out / "train_config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    return out / "best.pt"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edge_deeplab.train`` (what torchrun launches): the same options as the CLI."""
+    from edge_deeplab.cli import main as cli_main
+
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Training: options, output-folder safety, exact resume, and the CLI's one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from edge_deeplab.checkpoint import load_checkpoint
+from edge_deeplab.cli import main
+from edge_deeplab.config import TrainConfig, load_yaml_config, make_config
+from edge_deeplab.train import batch_indices
+from runtime.errors import EdgeDeeplabError
+
+torch = pytest.importorskip("torch", reason="training needs torch (the 'train' extra)")
+
+TINY = [
+    "--data", "synthetic:size=64,n=24", "--backbone", "mobilenetv2", "--width-mult", "0.35",
+    "--batch-size", "4", "--crop-size", "48", "--val-images", "4", "--workers", "0",
+]
+
+
+def test_yaml_config_is_overridden_by_flags(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("lr: 0.1\nbatch-size: 4\n")
+    config = make_config(load_yaml_config(cfg), {"lr": 0.2, "batch_size": None})
+    assert config.lr == 0.2 and config.batch_size == 4
+
+
+def test_yaml_config_rejects_unknown_option(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("learning_rate: 0.1\n")
+    with pytest.raises(EdgeDeeplabError, match="unknown option"):
+        load_yaml_config(cfg)
+
+
+def test_bad_output_stride_is_rejected():
+    with pytest.raises(EdgeDeeplabError, match="output stride"):
+        make_config({}, {"output_stride": 12})
+
+
+def test_batches_cover_each_epoch_once():
+    steps = [batch_indices(s, 4, 20, seed=3) for s in range(5)]
+    assert sorted(np.concatenate(steps).tolist()) == list(range(20))
+    assert not np.array_equal(batch_indices(5, 4, 20, 3), steps[0])  # next epoch reshuffles
+
+
+def test_existing_run_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"precious")
+    assert main(["train", *TINY, "--iterations", "2", "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "last.pt").read_bytes() == b"precious"
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    """SIGKILL a training subprocess mid-way, resume it: same steps, same weights as a clean run."""
+    args = [*TINY, "--iterations", "30", "--val-every", "5"]
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    assert main(["train", *args, "--out", str(straight)]) == 0
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_deeplab.cli", "train", *args, "--out", str(crashed)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 180
+    while not (crashed / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    killed_at = load_checkpoint(crashed / "last.pt").train_state["step"]
+    assert killed_at < 30, "the run finished before it could be killed"
+
+    assert main(["train", *args, "--out", str(crashed), "--resume"]) == 0
+    a = load_checkpoint(straight / "last.pt")
+    b = load_checkpoint(crashed / "last.pt")
+    assert b.train_state["step"] == a.train_state["step"] == 30
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert not list(crashed.glob(".*.tmp")), "a temporary checkpoint was left behind"
