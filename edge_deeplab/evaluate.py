@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from edge_deeplab.metrics import BoundaryConfusion, ConfusionMatrix
+from edge_deeplab.metrics import SegmentationMetrics
 
 DEFAULT_BAND_WIDTHS = (2, 4, 8, 16)
 
@@ -29,9 +29,7 @@ def score_predictions(
 
     Returns mIoU, per-class IoU, pixel accuracy and boundary mIoU for each trimap band width.
     """
-    num_classes = len(dataset.classes)
-    confusion = ConfusionMatrix(num_classes, ignore_index=dataset.ignore_index)
-    boundary = BoundaryConfusion(num_classes, widths=tuple(band_widths), ignore_index=dataset.ignore_index)
+    metrics = SegmentationMetrics(dataset.classes, dataset.ignore_index, tuple(band_widths))
     count = len(dataset) if limit is None else min(limit, len(dataset))
     indices: Iterable[int] = range(count)
     if progress:
@@ -40,11 +38,8 @@ def score_predictions(
         indices = tqdm(indices, desc=desc, unit="img", dynamic_ncols=True, file=sys.stderr, leave=False)
     for i in indices:
         sample = dataset[i]
-        pred = predict(sample.image)
-        confusion.update(pred, sample.mask)
-        boundary.update(pred, sample.mask)
-    summary = confusion.summary(dataset.classes)
-    summary["boundary_miou"] = boundary.miou_by_width()
+        metrics.update(predict(sample.image), sample.mask)
+    summary = metrics.summary()
     summary["images"] = count
     return summary
 
@@ -75,16 +70,20 @@ def evaluate_model(model, dataset, device=None, limit: int | None = None, progre
         model.train(was_training)
 
 
+def _fmt(value: float | None) -> str:
+    """A figure, or n/a where it is undefined (no pixel of that kind was scored)."""
+    return "   n/a" if value is None or np.isnan(value) else f"{value:.4f}"
+
+
 def format_table(summary: dict[str, Any], title: str = "") -> str:
     """A plain-text table of a summary: the headline figures, then IoU per class."""
     lines = [title] if title else []
     lines.append(f"  images           {summary['images']}")
-    lines.append(f"  mIoU             {summary['miou']:.4f}")
-    lines.append(f"  pixel accuracy   {summary['pixel_accuracy']:.4f}")
+    lines.append(f"  mIoU             {_fmt(summary['miou'])}")
+    lines.append(f"  pixel accuracy   {_fmt(summary['pixel_accuracy'])}")
     for width, value in summary["boundary_miou"].items():
-        lines.append(f"  boundary mIoU {int(width):>2}px {value:.4f}")
+        lines.append(f"  boundary mIoU {int(width):>2}px {_fmt(value)}")
     lines.append("  per-class IoU:")
     for name, value in summary["per_class_iou"].items():
-        shown = "   n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.4f}"
-        lines.append(f"    {name:<20} {shown}")
+        lines.append(f"    {name:<20} {_fmt(value)}")
     return "\n".join(lines)

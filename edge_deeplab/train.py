@@ -112,12 +112,48 @@ def _prepare_out_dir(out: Path, resume: bool, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def _make_optimizer(model, config: TrainConfig):
+    """SGD with momentum; no weight decay on biases and BatchNorm parameters (the usual practice)."""
+    import torch
+
+    decay, no_decay = [], []
+    for param in model.parameters():
+        (no_decay if param.ndim <= 1 else decay).append(param)
+    return torch.optim.SGD(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        momentum=config.momentum,
+    )
+
+
+def _restore(path: Path, model, optimizer, scaler) -> tuple[int, float]:
+    """Load weights, optimizer, scaler and torch RNG from ``path``; return (step, best mIoU)."""
+    import torch
+
+    from edge_deeplab.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    if ckpt.model_config.to_dict() != model.config.to_dict():
+        raise EdgeDeeplabError(
+            f"{path} is a {ckpt.model_config.backbone} model with {ckpt.num_classes} classes; it does not match this run's options"
+        )
+    state = ckpt.train_state or {}
+    if "optimizer" not in state:
+        raise EdgeDeeplabError(f"{path} holds no training state to resume from")
+    model.load_state_dict(ckpt.state_dict)
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"]), float(state.get("best_miou", -1.0))
+
+
 def train(config: TrainConfig, resume: bool = False, force: bool = False) -> Path:
     """Train as ``config`` says; returns the path of the best checkpoint."""
     import torch
     from torch.utils.data import DataLoader
 
-    from edge_deeplab.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from edge_deeplab.checkpoint import Checkpoint, save_checkpoint
     from edge_deeplab.data.base import open_dataset
     from edge_deeplab.data.torch_dataset import TorchSegmentation, collate
     from edge_deeplab.data.transforms import train_transform
@@ -128,8 +164,7 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False) -> Pat
 
     dist = _init_distributed(config.device)
     out = Path(config.out)
-    if dist.is_main:
-        _prepare_out_dir(out, resume, force)
+    _prepare_out_dir(out, resume, force)  # every rank checks, so none is left waiting on a failed rank 0
     device = _resolve_device(config, dist)
     torch.manual_seed(config.seed)
 
@@ -159,29 +194,13 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False) -> Pat
         load_backbone_weights(model, config.backbone_weights)
     model.to(device)
 
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        (no_decay if param.ndim <= 1 else decay).append(param)
-    optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
-        momentum=config.momentum,
-    )
+    optimizer = _make_optimizer(model, config)
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     start, best_miou = 0, -1.0
     if resume:
-        ckpt = load_checkpoint(out / "last.pt")
-        if ckpt.model_config.to_dict() != model_config.to_dict():
-            raise EdgeDeeplabError(f"{out / 'last.pt'} is a {ckpt.model_config.backbone} model with {ckpt.num_classes} classes; it does not match this run's options")
-        state = ckpt.train_state or {}
-        model.load_state_dict(ckpt.state_dict)
-        optimizer.load_state_dict(state["optimizer"])
-        if use_amp and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        start, best_miou = int(state["step"]), float(state.get("best_miou", -1.0))
+        start, best_miou = _restore(out / "last.pt", model, optimizer, scaler if use_amp else None)
         if start >= total:
             raise EdgeDeeplabError(f"{out / 'last.pt'} already finished its {total} steps")
 

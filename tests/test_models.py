@@ -15,7 +15,6 @@ torch = pytest.importorskip("torch")
 from edge_deeplab.models import (  # noqa: E402 - after the torch skip guard
     build_model,
     count_parameters,
-    load_backbone_state_dict,
     set_output_stride,
 )
 from edge_deeplab.models.layers import SeparableConv2d  # noqa: E402
@@ -233,21 +232,6 @@ def test_resnet_uses_torchvision_names():
         "layer4.2.bn3.weight": (2048,),
     }.items():
         assert tuple(state[key].shape) == shape, key
-
-
-def test_load_backbone_state_dict_drops_imagenet_head():
-    source = build_model(ModelConfig("mobilenetv2", 21, width_mult=0.5))
-    _randomize_bn_statistics(source)
-    imagenet = dict(source.backbone.state_dict())
-    imagenet["features.18.0.weight"] = torch.zeros(1280, 160, 1, 1)
-    imagenet["classifier.1.weight"] = torch.zeros(1000, 1280)
-    target = build_model(ModelConfig("mobilenetv2", 21, width_mult=0.5))
-    load_backbone_state_dict(target, imagenet)
-    for key, value in source.backbone.state_dict().items():
-        assert torch.equal(target.backbone.state_dict()[key], value)
-    wrong_width = build_model(ModelConfig("mobilenetv2", 21))
-    with pytest.raises(EdgeDeeplabError, match="wrong-shape"):
-        load_backbone_state_dict(wrong_width, imagenet)
 
 
 def test_mobilenetv2_width_rounding_follows_torchvision():

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
         DeepLab,
         build_model,
         count_parameters,
-        load_backbone_state_dict,
         set_output_stride,
     )
 
@@ -25,7 +24,6 @@ _LAZY = {
     "DeepLab": "edge_deeplab.models.deeplab",
     "build_model": "edge_deeplab.models.deeplab",
     "count_parameters": "edge_deeplab.models.deeplab",
-    "load_backbone_state_dict": "edge_deeplab.models.deeplab",
     "set_output_stride": "edge_deeplab.models.deeplab",
 }
 

@@ -10,7 +10,6 @@ so any input height and width works (97x131 as well as 512x512) and ONNX shapes 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -25,11 +24,6 @@ from edge_deeplab.models.xception import Xception65
 from runtime.errors import EdgeDeeplabError
 
 LOW_LEVEL_REDUCED = 48
-
-# Keys of a torchvision ImageNet state dict that our backbones deliberately do not have: the
-# classification heads, and MobileNetV2's final 1x1 conv to 1280 channels (DeepLab reads the
-# 320-channel feature before it).
-_IMAGENET_ONLY_PREFIXES = ("fc.", "classifier.", "features.18.")
 
 
 class Decoder(nn.Module):
@@ -124,24 +118,3 @@ def set_output_stride(model: DeepLab, output_stride: int) -> DeepLab:
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (trainable or not; BN running statistics are buffers, not counted)."""
     return sum(p.numel() for p in model.parameters())
-
-
-def load_backbone_state_dict(model: DeepLab, state_dict: Mapping[str, Tensor]) -> None:
-    """Load a torchvision ImageNet state dict (resnet50/101, mobilenet_v2) into the backbone.
-
-    The classifier (``fc``/``classifier``) and MobileNetV2's ``features.18`` are dropped; every
-    other key must match exactly, so a state dict for another backbone or width fails with one
-    clear line instead of silently loading half the weights.
-    """
-    kept = {k: v for k, v in state_dict.items() if not k.startswith(_IMAGENET_ONLY_PREFIXES)}
-    expected = model.backbone.state_dict()
-    missing = sorted(set(expected) - set(kept))
-    unexpected = sorted(set(kept) - set(expected))
-    mismatched = sorted(k for k in set(kept) & set(expected) if kept[k].shape != expected[k].shape)
-    if missing or unexpected or mismatched:
-        first = (missing or unexpected or mismatched)[0]
-        raise EdgeDeeplabError(
-            f"backbone weights do not fit {model.config.backbone}: {len(missing)} missing, "
-            f"{len(unexpected)} unexpected, {len(mismatched)} wrong-shape key(s) (first: {first})"
-        )
-    model.backbone.load_state_dict(kept)
