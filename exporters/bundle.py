@@ -1,0 +1,409 @@
+"""Checkpoint model -> verified, calibrated bundle on disk (the one entry point of the exporters).
+
+The steps, each announced on stderr: export the FP32 ONNX and verify it against PyTorch on real
+images; build the target's model files (FP16 conversion, ONNX Runtime or TensorRT Q/DQ INT8 from
+cached calibration ranges, OpenVINO IR / NNCF INT8); check them against the FP32 graph; for INT8
+with ``max_drop``, hold the validation mIoU drop within the limit; write ``model.json``. All of it
+happens in a temporary directory renamed into place at the end (:func:`runtime.files.atomic_dir`),
+so a failure at any step leaves no bundle and an existing bundle untouched.
+
+This module imports no ``edge_deeplab`` code: the caller (``edge-deeplab export``, the benchmark)
+hands over the built model, the dataset samples and the mIoU function.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from calibration.inputs import InputSpecLite, PreparedImage, prepare_samples
+from calibration.ranges import METHODS, compute_ranges
+from calibration.selection import CalibrationSet
+from exporters import qdq
+from exporters.guard import keep_drop_under
+from exporters.onnx import INPUT_NAME, MIN_OPSET, OUTPUT_NAME, export_onnx, torch_logits
+from exporters.sensitivity import rank_layers
+from exporters.verify import MIN_AGREEMENT, Validation, compare, ort_runner, points, require_agreement
+from runtime.errors import EdgeDeeplabError
+from runtime.files import atomic_dir, atomic_write_text, check_writable
+from runtime.manifest import TARGET_PRECISIONS, TARGETS, InputSpec, Manifest, write_manifest
+
+DEFAULT_PRECISION = {"onnx": "fp32", "onnxruntime": "int8", "openvino": "fp32", "tensorrt": "fp32"}
+SENSITIVITY_IMAGES = 4  # images for the per-layer SQNR ranking: enough for a stable order
+
+
+def check_target(target: str, precision: str | None) -> str:
+    """Validate a target/precision pair (before any slow work); returns the precision to use."""
+    if target not in TARGETS:
+        raise EdgeDeeplabError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    precision = precision or DEFAULT_PRECISION[target]
+    if precision not in ("fp32", "fp16", "int8"):
+        raise EdgeDeeplabError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
+    if precision not in TARGET_PRECISIONS[target]:
+        raise EdgeDeeplabError(
+            f"target {target} has no {precision} precision; it offers {', '.join(TARGET_PRECISIONS[target])}"
+        )
+    return precision
+
+
+@dataclass
+class CalibrationInput:
+    """The calibration images: a dataset and the representative subset chosen from it."""
+
+    dataset: Sequence  # samples with .image, .mask, .name
+    chosen: CalibrationSet
+    spec: str  # the dataset as the user named it (for the manifest)
+    method: str = "minmax"
+
+
+@dataclass
+class ValidationInput:
+    """Labelled images for mIoU and the function computing mIoU (fraction) from predictions."""
+
+    dataset: Sequence
+    indices: Sequence[int]
+    spec: str
+    miou: Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], float]
+
+
+@dataclass
+class ExportRequest:
+    """Everything one export needs; ``model`` is an eval-mode torch module at the chosen stride."""
+
+    model: Any
+    target: str
+    precision: str
+    out: Path
+    height: int
+    width: int
+    classes: list[str]
+    palette: list[list[int]]
+    mean: list[float]
+    std: list[float]
+    verify_samples: Sequence  # a few real images (samples with .image, .name)
+    ignore_index: int = 255
+    dynamic: bool = False
+    uint8_input: bool = False
+    opset: int = MIN_OPSET
+    model_info: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
+    calibration: CalibrationInput | None = None
+    validation: ValidationInput | None = None
+    max_drop: float | None = None  # mIoU points (percent)
+    force: bool = False
+    cache_dir: Path | None = None
+    log: Callable[[str], None] = field(default=lambda message: print(message, file=sys.stderr, flush=True))
+
+
+def check_request(req: ExportRequest) -> None:
+    """The cheap checks, run before any export work."""
+    check_target(req.target, req.precision)
+    check_writable(req.out, req.force)
+    if req.opset < MIN_OPSET:
+        raise EdgeDeeplabError(f"--opset must be {MIN_OPSET} or later, got {req.opset}")
+    if req.height < 33 or req.width < 33:
+        raise EdgeDeeplabError(f"input size {req.height}x{req.width} is too small; use at least 33x33")
+    if not req.verify_samples:
+        raise EdgeDeeplabError("no images to verify the export on; give --val-data or --calib-data")
+    if req.precision == "int8":
+        if req.calibration is None or not req.calibration.chosen.indices:
+            raise EdgeDeeplabError(f"{req.target} int8 needs calibration images: give --calib-data")
+        if req.calibration.method not in METHODS:
+            raise EdgeDeeplabError(f"unknown --calib-method {req.calibration.method!r}; choose one of {', '.join(METHODS)}")
+        if req.target == "openvino" and req.calibration.method != "minmax":
+            raise EdgeDeeplabError("openvino int8 uses NNCF's own range estimation; --calib-method applies to "
+                                   "the onnxruntime and tensorrt targets")
+    if req.max_drop is not None:
+        if req.precision != "int8":
+            raise EdgeDeeplabError("--max-drop applies to int8 exports only")
+        if req.max_drop < 0:
+            raise EdgeDeeplabError(f"--max-drop must be >= 0 mIoU points, got {req.max_drop}")
+        if req.validation is None or not req.validation.indices:
+            raise EdgeDeeplabError("--max-drop needs labelled validation images: give --val-data")
+
+
+def tool_versions(target: str) -> dict[str, str]:
+    """Versions of everything that shaped the bundle."""
+    names = ["torch", "onnx", "onnxscript", "onnxruntime", "numpy", "edge-deeplab"]
+    if target == "openvino":
+        names += ["openvino", "nncf"]
+    if target == "tensorrt":
+        names += ["tensorrt"]
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue  # not installed (e.g. edge-deeplab run from a source checkout)
+    return versions
+
+
+class _Exporter:
+    """One export's state: the work directory, prepared images, the FP32 reference."""
+
+    def __init__(self, req: ExportRequest, work: Path, bundle: Path) -> None:
+        self.req, self.work, self.bundle = req, work, bundle
+        self.spec = InputSpecLite(req.height, req.width, "uint8" if req.uint8_input else "float32",
+                                  tuple(req.mean), tuple(req.std))
+        self.fp32_path = work / "model_fp32.onnx"
+        self.step_no = 0
+        self.calibration_info: dict | None = None
+        self.verification: dict = {}
+        self.extra: dict = {}
+
+    def step(self, message: str) -> None:
+        self.step_no += 1
+        self.req.log(f"[{self.step_no}] {message}")
+
+    # -- shared steps -------------------------------------------------------------------------------
+    def export_fp32(self) -> None:
+        req = self.req
+        kind = "dynamic" if req.dynamic else "static"
+        self.step(f"exporting FP32 ONNX (opset {req.opset}, {kind} {req.height}x{req.width}"
+                  f"{', uint8 input' if req.uint8_input else ''})")
+        export_onnx(req.model, self.fp32_path, req.height, req.width, req.dynamic, req.uint8_input,
+                    req.mean, req.std, req.opset)
+        self.verify_items = self._prepare(req.verify_samples, range(len(req.verify_samples)), self.spec)
+        sizes = [self.spec]
+        if req.dynamic:  # a dynamic graph must also be right at sizes other than the export size
+            alt = InputSpecLite(max(33, 3 * req.height // 4 + 1), max(33, req.width // 2 + 3), self.spec.dtype,
+                                self.spec.mean, self.spec.std)
+            sizes.append(alt)
+        self.step(f"verifying ONNX against PyTorch on {len(self.verify_items)} image(s)"
+                  f"{' at 2 sizes' if req.dynamic else ''}")
+        fp32 = ort_runner(self.fp32_path)
+        checks = []
+        for spec in sizes:
+            items = self.verify_items if spec is self.spec else self._prepare(
+                req.verify_samples, range(len(req.verify_samples)), spec)
+            arrays = [i.array for i in items]
+            reference = torch_logits(req.model, arrays, req.uint8_input, req.mean, req.std)
+            agreement = compare(reference, [fp32(a) for a in arrays])
+            require_agreement(agreement, "fp32", "the exported ONNX")
+            checks.append({"input_size": [spec.height, spec.width], **agreement.as_dict()})
+            req.log(f"    {spec.height}x{spec.width}: max |logit diff| {agreement.max_abs_diff:.2e}, "
+                    f"argmax agreement {agreement.argmax_agreement:.5f}")
+        self.fp32_reference = [fp32(i.array) for i in self.verify_items]
+        self.verification["onnx_vs_pytorch"] = {"reference": "pytorch", "min_agreement": 0.999, "checks": checks}
+        self.fp32_run = fp32
+
+    def _prepare(self, dataset: Sequence, indices, spec: InputSpecLite, label: str = "preparing images"):
+        return prepare_samples(dataset, indices, spec, label)
+
+    def check_against_fp32(self, run, precision: str, what: str) -> None:
+        """FP16/INT8 checked against the FP32 graph: argmax agreement (and mIoU below)."""
+        agreement = compare(self.fp32_reference, [run(i.array) for i in self.verify_items])
+        self.req.log(f"    vs FP32: max |logit diff| {agreement.max_abs_diff:.3g}, "
+                     f"argmax agreement {agreement.argmax_agreement:.4f}")
+        require_agreement(agreement, precision, what)
+        self.verification["vs_fp32"] = {"reference": "onnx fp32", **agreement.as_dict(),
+                                        "min_agreement": MIN_AGREEMENT[precision]}
+
+    def validation(self) -> Validation | None:
+        if self.req.validation is None:
+            return None
+        if not hasattr(self, "_validation"):
+            v = self.req.validation
+            items = self._prepare(v.dataset, v.indices, self.spec, "preparing validation images")
+            self._validation = Validation(items, v.miou)
+        return self._validation
+
+    def calib_items(self) -> list[PreparedImage]:
+        if not hasattr(self, "_calib_items"):
+            c = self.req.calibration
+            self._calib_items = self._prepare(c.dataset, c.chosen.indices, self.spec, "preparing calibration images")
+        return self._calib_items
+
+    def record_accuracy(self, run, fp32_miou: float | None = None) -> None:
+        """mIoU of the bundle's model and of FP32 on the validation images, when given."""
+        validation = self.validation()
+        if validation is None:
+            return
+        self.step(f"measuring mIoU on {len(validation.items)} validation image(s)")
+        fp32_miou = validation.score(self.fp32_run) if fp32_miou is None else fp32_miou
+        miou = validation.score(run)
+        self.verification["miou"] = {"images": len(validation.items), "dataset": self.req.validation.spec,
+                                     "fp32": fp32_miou, self.req.precision: miou,
+                                     "drop_points": points(fp32_miou - miou)}
+        self.req.log(f"    mIoU {points(miou):.2f} (FP32 {points(fp32_miou):.2f}, drop {points(fp32_miou - miou):.2f} points)")
+
+    # -- INT8 through ONNX Runtime's quantizer (onnxruntime and tensorrt targets) --------------------
+    def qdq_int8(self, flavor: str, dest: Path) -> None:
+        req, calib = self.req, self.req.calibration
+        items = self.calib_items()
+        self.step(f"calibrating activation ranges ({calib.method}, {len(items)} images)")
+        ranges = compute_ranges(self.fp32_path, INPUT_NAME, [i.array for i in items], calib.method,
+                                calib.chosen.fingerprint, req.cache_dir)
+        req.log(f"    ranges {'reused from cache' if ranges.cached else f'computed in {ranges.seconds:.1f} s'}: {ranges.path}")
+        self.step(f"quantizing to INT8 Q/DQ ({'TensorRT' if flavor == 'tensorrt' else 'ONNX Runtime CPU'} placement)")
+        candidates = self.work / "candidates"
+        candidates.mkdir(exist_ok=True)
+        counter = iter(range(10_000))
+
+        def quantize(exclude: Sequence[str]) -> Path:
+            return qdq.quantize(self.fp32_path, candidates / f"int8_{next(counter)}.onnx", ranges, flavor, exclude)
+
+        info: dict = {"toolchain": "onnxruntime.quantize_static", "format": "QDQ", "flavor": flavor,
+                      "settings": qdq.settings(flavor), "ranges_key": ranges.key, "ranges_cached": ranges.cached}
+        if req.max_drop is None:
+            chosen = quantize(())
+            info.update({"excluded": [], "max_drop_points": None})
+        else:
+            validation = self.validation()
+            self.step(f"accuracy guard: keeping the INT8 mIoU drop <= {req.max_drop} points")
+            fp32_miou = validation.score(self.fp32_run)
+            sens_arrays = [i.array for i in items[:SENSITIVITY_IMAGES]]
+            ranking_info: list = []
+
+            def ranking(path: Path) -> list[str]:
+                ranked = rank_layers(self.fp32_path, path, sens_arrays)
+                ranking_info.extend(ranked)
+                return [r.node for r in ranked]
+
+            result = keep_drop_under(quantize, lambda p: validation.score(ort_runner(p)), fp32_miou, req.max_drop,
+                                     ranking, req.log)
+            chosen = result.path
+            info.update({
+                "excluded": result.excluded, "max_drop_points": req.max_drop,
+                "measured": {"fp32_miou": result.fp32_miou, "int8_miou": result.int8_miou,
+                             "drop_points": result.drop_points, "val_images": len(validation.items),
+                             "val_dataset": req.validation.spec},
+                "guard_steps": result.steps,
+                "sensitivity": [{"node": r.node, "added_noise": float(f"{r.added_noise:.4g}"),
+                                 "input_sqnr_db": round(r.input_sqnr_db, 2), "output_sqnr_db": round(r.output_sqnr_db, 2)}
+                                for r in ranking_info[:10]],
+                "sensitivity_method": "per-conv added relative noise power (FP32 vs INT8 tensors, SQNR)",
+            })
+        shutil.copyfile(chosen, dest)
+        self.calibration_info = info
+        self.check_against_fp32(ort_runner(dest), "int8", "the INT8 model")
+        measured = info.get("measured")
+        self.record_accuracy(ort_runner(dest), measured["fp32_miou"] if measured else None)
+
+    # -- targets ------------------------------------------------------------------------------------
+    def build(self) -> dict[str, str]:
+        req = self.req
+        self.export_fp32()
+        target, precision = req.target, req.precision
+        if target in ("onnx", "onnxruntime", "tensorrt"):
+            dest = self.bundle / "model.onnx"
+            if precision == "int8":
+                self.qdq_int8("cpu" if target == "onnxruntime" else "tensorrt", dest)
+            elif precision == "fp16" and target == "onnx":
+                self.step("converting to FP16 (inputs and outputs stay float32)")
+                import onnx
+                from onnxruntime.transformers.float16 import convert_float_to_float16
+
+                half = convert_float_to_float16(onnx.load(str(self.fp32_path)), keep_io_types=True)
+                onnx.save(half, str(dest))
+                self.check_against_fp32(ort_runner(dest), "fp16", "the FP16 model")
+                self.record_accuracy(ort_runner(dest))
+            else:
+                shutil.copyfile(self.fp32_path, dest)
+            files = {"model": dest.name}
+            if target == "tensorrt":
+                files.update(self.tensorrt_extras(dest))
+            return files
+        return self.openvino()
+
+    def openvino(self) -> dict[str, str]:
+        from exporters import openvino as ovx
+
+        req = self.req
+        model = ovx.read_onnx(self.fp32_path)
+        if req.precision == "int8":
+            items = self.calib_items()
+            how = "NNCF accuracy control" if req.max_drop is not None else "NNCF post-training quantization"
+            self.step(f"quantizing to INT8 with {how} ({len(items)} calibration images)")
+            model, details = ovx.quantize_int8(model, items, self.validation(), req.max_drop)
+            details.update({"excluded": details.pop("float_convolutions", []), "max_drop_points": req.max_drop})
+            self.calibration_info = details
+        self.step(f"writing OpenVINO IR ({req.precision})")
+        files = ovx.save_ir(model, self.bundle, fp16=req.precision == "fp16")
+        ir = ovx._ov().Core().read_model(str(self.bundle / files["model"]))
+        # Checked with f32 inference precision: the CPU plugin's default (bf16 where the CPU has it)
+        # would mix its own rounding into what is a check of the IR file.
+        run = ovx.ov_runner(ir, "f32")
+        self.check_against_fp32(run, req.precision, f"the OpenVINO {req.precision} IR")
+        if req.precision != "fp32":
+            self.record_accuracy(run)
+            if req.precision == "int8" and "miou" in self.verification:
+                self.calibration_info["measured"] = dict(self.verification["miou"])
+        self.verification["openvino_precision_hint"] = "f32"
+        return files
+
+    def tensorrt_extras(self, onnx_path: Path) -> dict[str, str]:
+        from exporters import tensorrt as trtx
+
+        req = self.req
+        profile = trtx.profile_for(req.height, req.width, req.dynamic)
+        command = trtx.trtexec_command(onnx_path.name, req.precision, profile, req.dynamic, INPUT_NAME)
+        self.extra.update({"trtexec": command, "tensorrt_profile": profile.as_dict(),
+                           "engine_built_here": False, "explicit_quantization": req.precision == "int8"})
+        atomic_write_text(self.bundle / "README.txt", trtx.readme(command, req.precision))
+        files = {"readme": "README.txt"}
+        if req.precision == "fp16":
+            self.verification["tensorrt_fp16"] = ("FP16 is a TensorRT build flag: the ONNX is the verified FP32 graph; "
+                                                  "the engine is built and run on the device")
+        if trtx.have_tensorrt():
+            self.step(f"building the TensorRT {trtx.tensorrt_version()} engine (this takes minutes)")
+            trtx.build_engine(onnx_path, self.bundle / trtx.ENGINE_NAME, self.bundle / trtx.TIMING_CACHE_NAME,
+                              req.precision, profile, req.dynamic, INPUT_NAME)
+            self.extra.update({"engine_built_here": True, "engine_tensorrt_version": trtx.tensorrt_version()})
+            files["engine"] = trtx.ENGINE_NAME
+        else:
+            req.log("    tensorrt is not installed here: the engine is built on the device at first load "
+                    f"(or by hand: {command})")
+        return files
+
+    def manifest(self, files: dict[str, str]) -> Manifest:
+        req = self.req
+        shape: list[int | None] = [None, 3, None, None] if req.dynamic else [1, 3, req.height, req.width]
+        calibration = None
+        if req.precision == "int8":
+            c = req.calibration
+            method = "nncf (min/max with outlier quantiles)" if req.target == "openvino" else c.method
+            calibration = {"method": method, "dataset": c.spec, "images": len(c.chosen.indices),
+                           "set": c.chosen.summary(), **(self.calibration_info or {})}
+        return Manifest(
+            target=req.target,
+            precision=req.precision,
+            files=files,
+            input=InputSpec(name=INPUT_NAME, shape=shape, dtype=self.spec.dtype, resize="pad"),
+            classes=list(req.classes),
+            palette=[list(map(int, c)) for c in req.palette],
+            mean=list(map(float, req.mean)),
+            std=list(map(float, req.std)),
+            output_name=OUTPUT_NAME,
+            ignore_index=int(req.ignore_index),
+            model={**req.model_info, "input_size": [req.height, req.width], "dynamic": req.dynamic,
+                   "opset": req.opset, "num_classes": len(req.classes)},
+            source=dict(req.source),
+            calibration=calibration,
+            verification=self.verification,
+            tools=tool_versions(req.target),
+            extra=self.extra,
+        )
+
+
+def export_bundle(req: ExportRequest) -> Path:
+    """Run the whole export; returns the bundle directory. Raises EdgeDeeplabError on bad input."""
+    req.precision = check_target(req.target, req.precision)
+    check_request(req)
+    start = time.perf_counter()
+    with atomic_dir(req.out, overwrite=req.force) as bundle, \
+            tempfile.TemporaryDirectory(prefix="edge-deeplab-export-") as work:
+        exporter = _Exporter(req, Path(work), bundle)
+        files = exporter.build()
+        write_manifest(bundle, exporter.manifest(files))
+    req.log(f"wrote {req.out} ({req.target} {req.precision}) in {time.perf_counter() - start:.1f} s")
+    return Path(req.out)

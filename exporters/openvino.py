@@ -1,0 +1,123 @@
+"""OpenVINO IR (FP32, FP16) and INT8 through NNCF post-training quantization.
+
+The IR is converted from the verified FP32 ONNX (so every target starts from the same graph).
+FP16 stores FP16 weights (``compress_to_fp16``); the CPU plugin still computes in its own
+precision. INT8 uses ``nncf.quantize`` with the ``MIXED`` preset (symmetric weights, asymmetric
+activations where an input can be negative: on CPU as fast as ``PERFORMANCE`` and more accurate
+for the ASPP/decoder features). With ``--max-drop``, ``nncf.quantize_with_accuracy_control``
+reverts the layers NNCF ranks most harmful to float until the validation mIoU drop is within the
+limit; NNCF takes the limit as a fraction (``max_drop`` = points / 100, ``DropType.ABSOLUTE``).
+
+OpenVINO's CPU plugin defaults to bf16 on CPUs that have it; a true FP32 measurement needs
+``INFERENCE_PRECISION_HINT=f32`` (:func:`ov_runner` sets it for FP32).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from calibration.inputs import PreparedImage
+from calibration.nncf_data import nncf_dataset
+from exporters.verify import Runner, Validation
+from runtime.telemetry import disable_telemetry
+
+IR_NAME = "model.xml"
+WEIGHTS_NAME = "model.bin"
+
+
+def _ov():
+    disable_telemetry()
+    import openvino
+
+    return openvino
+
+
+def read_onnx(onnx_path: str | Path):
+    """The ONNX graph as an OpenVINO model."""
+    return _ov().convert_model(str(onnx_path))
+
+
+def save_ir(model, out_dir: Path, fp16: bool) -> dict[str, str]:
+    """Write ``model.xml`` + ``model.bin``; returns the manifest's file roles."""
+    _ov().save_model(model, str(out_dir / IR_NAME), compress_to_fp16=fp16)
+    return {"model": IR_NAME, "weights": WEIGHTS_NAME}
+
+
+def ov_runner(model, precision_hint: str | None = "f32", threads: int = 0) -> Runner:
+    """Compile for CPU; ``precision_hint`` f32 for FP32 (the CPU default may be bf16)."""
+    ov = _ov()
+    config: dict = {"PERFORMANCE_HINT": "LATENCY"}
+    if precision_hint:
+        config["INFERENCE_PRECISION_HINT"] = precision_hint
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+
+    def run(array: np.ndarray) -> np.ndarray:
+        return np.asarray(request.infer([array])[0], dtype=np.float32)
+
+    return run
+
+
+def quantize_int8(
+    model,
+    calib_items: Sequence[PreparedImage],
+    validation: Validation | None = None,
+    max_drop_points: float | None = None,
+):
+    """NNCF INT8 of an OpenVINO model; with a drop limit, NNCF's accuracy control.
+
+    Returns ``(quantized model, details)`` where details say what NNCF did (method, preset and,
+    under accuracy control, which convolutions ended up without an input quantizer).
+    """
+    disable_telemetry()
+    import nncf
+
+    nncf.set_log_level(logging.WARNING)  # its INFO lines repeat what the export's step messages say
+    calibration = nncf_dataset(calib_items)
+    preset = nncf.QuantizationPreset.MIXED
+    details: dict = {"toolchain": "nncf", "preset": "mixed", "subset_size": len(calib_items)}
+    if max_drop_points is None:
+        quantized = nncf.quantize(model, calibration, preset=preset, subset_size=len(calib_items))
+        details["float_convolutions"] = float_convolutions(quantized)
+        return quantized, details
+    if validation is None:
+        raise ValueError("accuracy control needs a validation set")
+
+    def validate(compiled_model, items) -> float:
+        request = compiled_model.create_infer_request()
+        run = lambda array: np.asarray(request.infer([array])[0], dtype=np.float32)  # noqa: E731
+        chosen = list(items)
+        return Validation(chosen, validation.miou).score(run)
+
+    quantized = nncf.quantize_with_accuracy_control(
+        model,
+        calibration,
+        nncf.Dataset(validation.items),
+        validate,
+        max_drop=max_drop_points / 100.0,
+        drop_type=nncf.DropType.ABSOLUTE,
+        preset=preset,
+        subset_size=len(calib_items),
+    )
+    details.update({"accuracy_control": True, "max_drop_fraction": max_drop_points / 100.0,
+                    "float_convolutions": float_convolutions(quantized)})
+    return quantized, details
+
+
+def float_convolutions(model) -> list[str]:
+    """Convolutions whose data input is not fed through a FakeQuantize (kept in float)."""
+    names = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in ("Convolution", "GroupConvolution"):
+            continue
+        source = op.input_value(0).get_node()
+        if source.get_type_name() != "FakeQuantize":
+            names.append(op.get_friendly_name())
+    return names
+

@@ -1,0 +1,363 @@
+"""Export: ONNX equivalence with PyTorch, INT8 bundles, the accuracy guard, manifests, bad input.
+
+The model is a tiny MobileNetV2 DeepLabv3+ (width 0.35) trained for a few seconds on 64 px
+synthetic images, so its predictions are decisive enough for agreement/mIoU checks to mean
+something; inputs are 65x65 and calibration/validation sets a handful of images.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.errors import EdgeDeeplabError
+from runtime.manifest import read_manifest
+
+CALIB = "synthetic:size=64,n=24"
+VAL = "synthetic:size=64,n=12"
+SIZE = "65x65"
+
+
+def train_tiny_checkpoint(path: Path, steps: int = 20, width_mult: float = 0.35) -> Path:
+    """A quickly trained small checkpoint (plain Adam on synthetic images; test setup only)."""
+    import torch
+    import torch.nn.functional as F
+
+    from edge_deeplab.checkpoint import Checkpoint, save_checkpoint
+    from edge_deeplab.data.base import open_dataset
+    from edge_deeplab.models import ModelConfig, build_model
+    from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize
+
+    torch.manual_seed(0)
+    data = open_dataset("synthetic:size=64,n=64", "train")
+    config = ModelConfig("mobilenetv2", len(data.classes), 16, width_mult=width_mult)
+    model = build_model(config)
+    images = torch.from_numpy(np.stack([normalize(s.image) for s in data]))
+    masks = torch.from_numpy(np.stack([s.mask for s in data]).astype(np.int64))
+    optim = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        batch = torch.randint(0, len(data), (8,), generator=generator)
+        loss = F.cross_entropy(model(images[batch]), masks[batch], ignore_index=255)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    model.eval()
+    checkpoint = Checkpoint(config, model.state_dict(), list(data.classes), [list(c) for c in data.palette],
+                            list(IMAGENET_MEAN), list(IMAGENET_STD), dataset=VAL)
+    return save_checkpoint(checkpoint, path)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    # One file per test session, shared by every module that imports this fixture (training is
+    # the slowest part of the setup).
+    path = tmp_path_factory.getbasetemp() / "export-checkpoint" / "tiny.pt"
+    return path if path.is_file() else train_tiny_checkpoint(path)
+
+
+@pytest.fixture(autouse=True)
+def _calibration_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("EDGE_DEEPLAB_CACHE", str(tmp_path_factory.getbasetemp() / "edge-deeplab-cache"))
+
+
+def export(*args: str) -> int:
+    from edge_deeplab.cli import main
+
+    return main(["export", *map(str, args)])
+
+
+def onnx_ops(path: Path) -> list[str]:
+    import onnx
+
+    return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+
+# -- FP32 ONNX ---------------------------------------------------------------------------------------
+
+def test_static_fp32_onnx_matches_pytorch_and_manifest_is_complete(checkpoint, tmp_path):
+    out = tmp_path / "b"
+    assert export(checkpoint, "--target", "onnx", "--input-size", SIZE, "--val-data", VAL, "--out", out) == 0
+    manifest = read_manifest(out)
+    assert manifest.precision == "fp32" and manifest.files == {"model": "model.onnx"}
+    assert manifest.input.shape == [1, 3, 65, 65] and manifest.input.dtype == "float32"
+    assert manifest.model["backbone"] == "mobilenetv2" and manifest.model["output_stride"] == 16
+    assert manifest.source["sha256"] and Path(manifest.source["checkpoint"]).name == "tiny.pt"
+    assert manifest.tools["onnxruntime"] and manifest.tools["torch"]
+    (check,) = manifest.verification["onnx_vs_pytorch"]["checks"]
+    assert check["argmax_agreement"] >= 0.999 and check["max_abs_diff"] < 1e-3
+    assert manifest.calibration is None
+    ops = onnx_ops(out / "model.onnx")
+    assert "Constant" not in ops and "Identity" not in ops  # constant-folded and cleaned
+    import onnx
+
+    model = onnx.load(str(out / "model.onnx"))
+    assert model.opset_import[0].version == 17
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def test_dynamic_onnx_is_right_at_other_sizes_and_output_stride_switch(checkpoint, tmp_path):
+    from edge_deeplab.checkpoint import load_checkpoint
+    from exporters.onnx import torch_logits
+    from exporters.verify import compare, ort_runner
+
+    out = tmp_path / "dyn"
+    assert export(checkpoint, "--target", "onnx", "--dynamic", "--output-stride", 8, "--input-size", SIZE,
+                  "--val-data", VAL, "--out", out) == 0
+    manifest = read_manifest(out)
+    assert manifest.input.shape == [None, 3, None, None] and manifest.model["output_stride"] == 8
+    assert len(manifest.verification["onnx_vs_pytorch"]["checks"]) == 2
+    # Image pooling (mean + resize to the feature size) must be right at any size, odd ones too.
+    model = load_checkpoint(checkpoint).build_model(8)
+    run = ort_runner(out / "model.onnx")
+    rng = np.random.default_rng(0)
+    for h, w in [(33, 97), (81, 47)]:
+        x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
+        agreement = compare(torch_logits(model, [x], False, None, None), [run(x)])
+        assert agreement.max_abs_diff < 1e-3 and agreement.argmax_agreement >= 0.999
+
+
+def test_uint8_input_folds_normalization_into_the_graph(checkpoint, tmp_path):
+    from calibration.inputs import InputSpecLite, prepare
+    from edge_deeplab.data.base import open_dataset
+    from exporters.verify import ort_runner
+
+    floats, raw = tmp_path / "f", tmp_path / "u"
+    assert export(checkpoint, "--target", "onnx", "--input-size", SIZE, "--val-data", VAL, "--out", floats) == 0
+    assert export(checkpoint, "--target", "onnx", "--input-size", SIZE, "--val-data", VAL, "--uint8-input",
+                  "--out", raw) == 0
+    manifest = read_manifest(raw)
+    assert manifest.input.dtype == "uint8"
+    from runtime.images import resize_image
+
+    # At exactly the input size: no padding (uint8 padding can only be the mean rounded to a byte).
+    image = resize_image(open_dataset(VAL, "val")[0].image, 65, 65)
+    mean, std = tuple(manifest.mean), tuple(manifest.std)
+    x_float, _ = prepare(image, InputSpecLite(65, 65, "float32", mean, std))
+    x_raw, _ = prepare(image, InputSpecLite(65, 65, "uint8", mean, std))
+    np.testing.assert_allclose(ort_runner(raw / "model.onnx")(x_raw), ort_runner(floats / "model.onnx")(x_float),
+                               rtol=1e-3, atol=5e-3)
+
+
+def test_fp16_onnx_is_checked_against_fp32(checkpoint, tmp_path):
+    out = tmp_path / "h"
+    assert export(checkpoint, "--target", "onnx", "--precision", "fp16", "--input-size", SIZE, "--val-data", VAL,
+                  "--out", out) == 0
+    manifest = read_manifest(out)
+    assert manifest.verification["vs_fp32"]["argmax_agreement"] >= 0.99
+    assert abs(manifest.verification["miou"]["drop_points"]) < 1.0
+
+
+# -- INT8 --------------------------------------------------------------------------------------------
+
+def _int8(checkpoint, out, target, *extra):
+    return export(checkpoint, "--target", target, "--precision", "int8", "--input-size", SIZE, "--calib-data", CALIB,
+                  "--calib-images", 8, "--val-data", VAL, "--val-images", 8, "--out", out, *extra)
+
+
+def test_onnxruntime_int8_is_qdq_per_channel_and_recorded(checkpoint, tmp_path):
+    out = tmp_path / "ort"
+    assert _int8(checkpoint, out, "onnxruntime") == 0
+    manifest = read_manifest(out)
+    ops = onnx_ops(out / "model.onnx")
+    assert ops.count("QuantizeLinear") > 10 and "DequantizeLinear" in ops
+    calib = manifest.calibration
+    assert calib["images"] == 8 and calib["method"] == "minmax" and calib["excluded"] == []
+    assert calib["set"]["covered_classes"] == list(range(7))
+    assert calib["settings"]["per_channel"] and calib["settings"]["activation_type"] == "QUInt8"
+    assert manifest.verification["vs_fp32"]["argmax_agreement"] >= 0.8
+    assert manifest.verification["miou"]["drop_points"] < 5.0
+
+
+def test_tensorrt_qdq_runs_in_onnxruntime_and_scores_like_the_ort_int8_model(checkpoint, tmp_path):
+    import onnx
+
+    ort_out, trt_out = tmp_path / "ort", tmp_path / "trt"
+    assert _int8(checkpoint, ort_out, "onnxruntime") == 0
+    assert _int8(checkpoint, trt_out, "tensorrt") == 0
+    trt, ort = read_manifest(trt_out), read_manifest(ort_out)
+    # The calibration ranges were computed once and reused for the second target.
+    assert trt.calibration["ranges_key"] == ort.calibration["ranges_key"] and trt.calibration["ranges_cached"]
+    graph = onnx.load(str(trt_out / "model.onnx")).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    # TensorRT placement: every conv's data and weight inputs come through DQ; activation Q/DQ pairs
+    # exist only because a conv reads the tensor (a residual Add or the pooling branch may share
+    # the pair); conv outputs are not quantized for their own sake; activations are symmetric.
+    assert all(producer[c.input[0]].op_type == "DequantizeLinear" and producer[c.input[1]].op_type == "DequantizeLinear"
+               for c in convs)
+    activation_dq = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in producer]
+    assert activation_dq and all(any(c.op_type == "Conv" for c in consumers[dq.output[0]]) for dq in activation_dq)
+    inits = {t.name: t for t in graph.initializer}
+    for q in (n for n in graph.node if n.op_type == "QuantizeLinear"):
+        zero = onnx.numpy_helper.to_array(inits[q.input[2]])
+        assert zero.dtype == np.int8 and not zero.any()
+    assert "--int8" in trt.extra["trtexec"] and "--fp16" in trt.extra["trtexec"]
+    assert (trt_out / "README.txt").read_text().count("trtexec") == 1
+    # Both INT8 models score alike on the validation images.
+    assert trt.verification["vs_fp32"]["argmax_agreement"] >= 0.8
+    assert abs(trt.verification["miou"]["int8"] - ort.verification["miou"]["int8"]) * 100 < 5.0
+
+
+def test_accuracy_guard_keeps_sensitive_layers_in_float(checkpoint, tmp_path):
+    out = tmp_path / "guard"
+    # A limit below zero cannot be met by a plain quantization (on this model an INT8 mIoU above
+    # FP32 is impossible to count on), so the guard must start excluding layers; it fails only if
+    # even all-float layers cannot meet it, which then says so in one line.
+    code = _int8(checkpoint, out, "onnxruntime", "--max-drop", "0")
+    if code == 0:
+        calib = read_manifest(out).calibration
+        assert calib["max_drop_points"] == 0 and calib["measured"]["drop_points"] <= 0
+        assert calib["guard_steps"][0]["excluded"] == 0
+        if calib["guard_steps"][0]["drop_points"] > 0:
+            assert calib["excluded"] and calib["sensitivity"]
+    else:
+        assert code == 2 and not out.exists()
+
+
+def test_accuracy_guard_ranking_and_exclusion(checkpoint, tmp_path):
+    """Excluding the top-ranked layers removes their Q/DQ and brings the model closer to FP32."""
+    from calibration.inputs import InputSpecLite, prepare_samples
+    from calibration.ranges import compute_ranges
+    from edge_deeplab.checkpoint import load_checkpoint
+    from edge_deeplab.data.base import open_dataset
+    from exporters import qdq
+    from exporters.onnx import export_onnx
+    from exporters.sensitivity import rank_layers
+    from exporters.verify import ort_runner
+
+    fp32 = export_onnx(load_checkpoint(checkpoint).build_model(16), tmp_path / "f.onnx", 65, 65)
+    data = open_dataset(CALIB, "train")
+    spec = InputSpecLite(65, 65, "float32", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    arrays = [i.array for i in prepare_samples(data, range(6), spec)]
+    ranges = compute_ranges(fp32, "image", arrays, "minmax", "test-set", tmp_path / "cache")
+    full = qdq.quantize(fp32, tmp_path / "q.onnx", ranges, "cpu")
+    ranking = rank_layers(fp32, full, arrays[:3])
+    assert len(ranking) == len(qdq.quantized_convs(full)) > 20
+    assert all(a.added_noise >= b.added_noise for a, b in zip(ranking, ranking[1:]))
+    top = [r.node for r in ranking[: len(ranking) // 2]]
+    partial = qdq.quantize(fp32, tmp_path / "p.onnx", ranges, "cpu", exclude=top)
+    assert not set(top) & set(qdq.quantized_convs(partial))
+    reference = np.concatenate([ort_runner(fp32)(a) for a in arrays])
+
+    def error(path) -> float:
+        return float(np.mean((np.concatenate([ort_runner(path)(a) for a in arrays]) - reference) ** 2))
+
+    assert error(partial) < error(full)
+
+
+def test_guard_exclusion_schedule():
+    from exporters.guard import exclusion_counts
+
+    assert exclusion_counts(0) == [0]
+    assert exclusion_counts(5) == [0, 1, 2, 4, 5]
+    assert exclusion_counts(8) == [0, 1, 2, 4, 8]
+
+
+# -- bad input: one line, exit 2, nothing written ----------------------------------------------------
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--target", "onnx", "--precision", "int8"], "has no int8 precision"),
+        (["--target", "coreml"], "unknown target 'coreml'"),
+        (["--target", "onnx", "--precision", "int4"], "unknown precision 'int4'"),
+        (["--target", "onnxruntime", "--precision", "fp32"], "has no fp32 precision"),
+        (["--target", "onnxruntime"], "needs calibration images"),
+        (["--target", "onnx", "--max-drop", "0.5", "--val-data", VAL], "int8 exports only"),
+        (["--target", "onnxruntime", "--calib-data", CALIB, "--max-drop", "0.5"], "needs labelled validation"),
+        (["--target", "openvino", "--precision", "int8", "--calib-data", CALIB, "--calib-method", "entropy"],
+         "NNCF"),
+        (["--target", "onnx", "--val-data", "synthetic", "--opset", "13"], "opset"),
+    ],
+)
+def test_bad_requests_fail_early_with_one_line(checkpoint, tmp_path, capsys, args, message):
+    out = tmp_path / "never"
+    assert export(checkpoint, *args, "--input-size", SIZE, "--out", out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not out.exists()
+
+
+def test_existing_output_is_not_overwritten_without_force(checkpoint, tmp_path, capsys):
+    out = tmp_path / "exists"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert export(checkpoint, "--target", "onnx", "--val-data", VAL, "--input-size", SIZE, "--out", out) == 2
+    assert "--force" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
+    assert export(checkpoint, "--target", "onnx", "--val-data", VAL, "--input-size", SIZE, "--out", out, "--force") == 0
+    assert not (out / "keep.txt").exists() and read_manifest(out).target == "onnx"
+
+
+def test_checkpoint_that_is_not_ours(tmp_path, capsys):
+    import torch
+
+    foreign = tmp_path / "other.pt"
+    torch.save({"model_state": {}}, foreign)
+    assert export(foreign, "--target", "onnx", "--val-data", VAL, "--out", tmp_path / "o") == 2
+    assert "not an edge-deeplab checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_dataset_with_other_classes(checkpoint, tmp_path, capsys):
+    from edge_deeplab.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    ckpt.classes = ["sky", *ckpt.classes[1:]]
+    renamed = save_checkpoint(ckpt, tmp_path / "renamed.pt")
+    assert export(renamed, "--target", "onnx", "--val-data", VAL, "--out", tmp_path / "o") == 2
+    assert "classes" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_calibration_folder_without_images(checkpoint, tmp_path, capsys):
+    empty = tmp_path / "frames"
+    empty.mkdir()
+    assert export(checkpoint, "--target", "onnxruntime", "--calib-data", empty, "--val-data", VAL,
+                  "--out", tmp_path / "o") == 2
+    assert "no usable images" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_an_export_that_disagrees_with_pytorch_fails_and_writes_nothing(tmp_path):
+    """A model whose Python control flow the tracer freezes: the ONNX differs from PyTorch."""
+    import torch
+
+    from edge_deeplab.data.base import open_dataset
+    from exporters.bundle import ExportRequest, export_bundle
+
+    class Drifting(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = torch.nn.Conv2d(3, 2, 1)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            logits = self.head(x)
+            return logits if self.calls == 1 else torch.flip(logits, dims=[1])  # traced on call 1 only
+
+    samples = [open_dataset(VAL, "val")[i] for i in range(2)]
+    out = tmp_path / "bad"
+    request = ExportRequest(model=Drifting(), target="onnx", precision="fp32", out=out, height=33, width=33,
+                            classes=["a", "b"], palette=[[0, 0, 0], [1, 1, 1]], mean=[0.5] * 3, std=[0.25] * 3,
+                            verify_samples=samples, log=lambda message: None)
+    with pytest.raises(EdgeDeeplabError, match="disagrees"):
+        export_bundle(request)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_manifest_json_round_trips(checkpoint, tmp_path):
+    out = tmp_path / "rt"
+    assert export(checkpoint, "--target", "tensorrt", "--input-size", SIZE, "--dynamic", "--val-data", VAL,
+                  "--out", out) == 0
+    data = json.loads((out / "model.json").read_text())
+    assert data["extra"]["tensorrt_profile"]["opt"] == [1, 3, 65, 65]
+    assert "--minShapes=image:1x3x33x33" in data["extra"]["trtexec"]
+    assert set(data["checksums"]) == {"model.onnx", "README.txt"}
