@@ -1,9 +1,8 @@
 """Turning dataset images into model inputs exactly as the runtime does at inference.
 
 Calibration ranges measured on differently prepared pixels (another resize, another pad colour, a
-different normalization) are wrong ranges. So this module composes the runtime's own functions
-(:func:`runtime.preprocess.plan_placement`, :func:`runtime.images.resize_image`,
-:func:`runtime.preprocess.to_input`) instead of re-implementing any step.
+different normalization) are wrong ranges. So this module calls the runtime's own
+:func:`runtime.preprocess.prepare_image` instead of re-implementing any step.
 """
 
 from __future__ import annotations
@@ -14,8 +13,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from runtime.images import resize_image, resize_mask, to_rgb_uint8
-from runtime.preprocess import Placement, plan_placement, to_input
+from runtime.postprocess import mask_from_logits
+from runtime.preprocess import Placement, prepare_image
 
 
 @dataclass(frozen=True)
@@ -42,10 +41,7 @@ class PreparedImage:
 
 def prepare(image: np.ndarray, spec: InputSpecLite) -> tuple[np.ndarray, Placement]:
     """uint8 RGB image -> (1 x 3 x H x W input, placement), the runtime's fit/pad/normalize."""
-    image = to_rgb_uint8(image)
-    placement = plan_placement(image.shape[0], image.shape[1], (spec.height, spec.width), spec.resize)
-    scaled = resize_image(image, placement.scaled_h, placement.scaled_w)
-    array = to_input(scaled, placement, spec.dtype, spec.mean, spec.std)
+    array, placement = prepare_image(image, (spec.height, spec.width), spec.resize, spec.dtype, spec.mean, spec.std)
     return array[None], placement
 
 
@@ -65,10 +61,5 @@ def prepare_samples(
 
 
 def logits_to_mask(logits: np.ndarray, placement: Placement) -> np.ndarray:
-    """1 x C x H x W logits -> class mask at the original image size (padding cropped away).
-
-    Argmax at model resolution, then a nearest resize: the runtime's default ``upsample="mask"``.
-    """
-    cropped = logits[0, :, : placement.scaled_h, : placement.scaled_w]
-    pred = cropped.argmax(axis=0).astype(np.uint8)
-    return resize_mask(pred, placement.orig_h, placement.orig_w)
+    """1 x C x H x W logits -> class mask at the original image size, as the runtime makes it."""
+    return mask_from_logits(logits[0], placement)

@@ -34,6 +34,19 @@ def argmax_classes(logits: np.ndarray) -> np.ndarray:
     return index
 
 
+def mask_from_logits(logits: np.ndarray, placement) -> np.ndarray:
+    """C x H x W logits -> class mask at the original image size, padding cropped away.
+
+    Argmax at model resolution, then a nearest resize: C times less data to resize than the
+    logits, and the same mask wherever the resized logits' argmax would not change.
+    """
+    from runtime.images import resize_mask
+
+    valid = logits[:, : placement.scaled_h, : placement.scaled_w]
+    mask = argmax_classes(valid)
+    return resize_mask(mask, placement.orig_h, placement.orig_w).astype(mask_dtype(logits.shape[0]), copy=False)
+
+
 def palette_array(palette: Sequence[Sequence[int]], size: int = 256) -> np.ndarray:
     """``size`` x 3 uint8 lookup table; classes beyond the palette (e.g. 255 = ignore) are black."""
     table = np.zeros((max(size, len(palette)), 3), dtype=np.uint8)

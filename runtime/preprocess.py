@@ -106,3 +106,26 @@ def to_input(image: np.ndarray, placement: Placement, dtype: str, mean, std) -> 
     out[:] = pad_value(dtype, mean)[:, None, None]
     out[:, : placement.scaled_h, : placement.scaled_w] = chw
     return out
+
+
+def prepare_image(
+    image: np.ndarray,
+    static_hw: tuple[int, int] | None,
+    resize: str,
+    dtype: str,
+    mean,
+    std,
+    max_hw: tuple[int, int] | None = None,
+    multiple: int = 1,
+) -> tuple[np.ndarray, Placement]:
+    """Any image -> (3 x H x W model input, placement): convert, fit, resize, normalize, pad.
+
+    The single definition of how pixels reach a model, used at inference by the Segmenter and for
+    INT8 calibration, so calibration ranges are measured on exactly what the device will feed.
+    """
+    from runtime.images import resize_image, to_rgb_uint8
+
+    rgb = to_rgb_uint8(image)
+    placement = plan_placement(rgb.shape[0], rgb.shape[1], static_hw, resize, max_hw, multiple)
+    scaled = resize_image(rgb, placement.scaled_h, placement.scaled_w)
+    return to_input(scaled, placement, dtype, mean, std), placement

@@ -14,11 +14,11 @@ import numpy as np
 
 from runtime.backends import Backend, open_backend
 from runtime.errors import BundleError
-from runtime.images import resize_image, resize_logits, resize_mask, to_rgb_uint8
+from runtime.images import resize_logits
 from runtime.manifest import Manifest, read_manifest
 from runtime.options import RuntimeOptions
-from runtime.postprocess import argmax_classes, mask_dtype
-from runtime.preprocess import Placement, plan_placement, to_input
+from runtime.postprocess import argmax_classes, mask_from_logits
+from runtime.preprocess import Placement, prepare_image
 
 
 class Segmenter:
@@ -51,18 +51,12 @@ class Segmenter:
         return self._infer([image], crop_and_resize)[0]
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
-        """One image -> (3 x h x w model input, where it was placed); public for calibration reuse."""
-        rgb = to_rgb_uint8(image)
-        placement = plan_placement(
-            rgb.shape[0],
-            rgb.shape[1],
-            self.backend.static_hw,
-            self.manifest.input.resize,
-            self.backend.max_hw,
-            self.options.pad_multiple,
+        """One image -> (3 x h x w model input, where it was placed)."""
+        spec = self.manifest.input
+        return prepare_image(
+            image, self.backend.static_hw, spec.resize, spec.dtype, self.manifest.mean, self.manifest.std,
+            self.backend.max_hw, self.options.pad_multiple,
         )
-        scaled = resize_image(rgb, placement.scaled_h, placement.scaled_w)
-        return to_input(scaled, placement, self.manifest.input.dtype, self.manifest.mean, self.manifest.std), placement
 
     def close(self) -> None:
         self.backend.close()
@@ -116,12 +110,11 @@ class Segmenter:
 
     def _to_mask(self, logits: np.ndarray, placement: Placement) -> np.ndarray:
         """Crop the padding off, take the argmax and bring the mask to the original size."""
-        valid = logits[:, : placement.scaled_h, : placement.scaled_w]
         if self.options.upsample == "logits":
+            valid = logits[:, : placement.scaled_h, : placement.scaled_w]
             full = resize_logits(np.asarray(valid, dtype=np.float32), placement.orig_h, placement.orig_w)
             return argmax_classes(full)
-        mask = argmax_classes(valid)
-        return resize_mask(mask, placement.orig_h, placement.orig_w).astype(mask_dtype(logits.shape[0]), copy=False)
+        return mask_from_logits(logits, placement)
 
 
 def load(bundle_dir: str | Path, verify: bool = True, **options: Any) -> Segmenter:
