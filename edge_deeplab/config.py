@@ -30,7 +30,7 @@ class TrainConfig:
     iterations: int = 1600
     epochs: int | None = None  # when set, overrides iterations
     batch_size: int = 8  # global: split across processes under torchrun
-    crop_size: int = 160
+    crop_size: int = 128
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 4e-5

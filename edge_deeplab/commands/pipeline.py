@@ -1,0 +1,92 @@
+"""``edge-deeplab pipeline``: the README demo, from nothing to an accuracy-versus-latency report.
+
+With no argument it trains the default model on the built-in synthetic set, then reports output
+strides 8, 16 and 32 on every target this machine can run, and prints the table. The defaults are
+sized to finish in about 20 minutes on a 2-core CPU (training about 10, the report under 8): 50
+scored images and 20 timed runs per bundle; pass larger values for steadier figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from edge_deeplab.commands.report import add_report_options, print_summary, report_checkpoint
+from edge_deeplab.config import TrainConfig, make_config
+from runtime.errors import EdgeDeeplabError
+from runtime.manifest import TARGETS
+
+PIPELINE_DEFAULTS = {"val_images": 50, "calib_images": 64, "runs": 20, "warmup": 3}
+
+
+def add_parser(subparsers, name: str) -> None:
+    defaults = TrainConfig()
+    parser = subparsers.add_parser(
+        name,
+        help="demo: train the default model on the synthetic set, then report OS 8/16/32 on every target here",
+        description="Train the default model (MobileNetV2 DeepLabv3+ on the built-in synthetic dataset, "
+                    f"{defaults.iterations} steps) into <out>/train, or reuse the finished run already there, then "
+                    "export and measure it at output strides 8, 16 and 32 on every target this machine can run, "
+                    "writing the report to <out>/report (measured again, and replaced, on every run).",
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/pipeline"),
+                        help="folder for the training run and the report (default runs/pipeline)")
+    parser.add_argument("--iterations", type=int, help=f"training steps (default {defaults.iterations})")
+    parser.add_argument("--batch-size", type=int, help=f"training batch size (default {defaults.batch_size})")
+    parser.add_argument("--seed", type=int, help=f"training seed (default {defaults.seed})")
+    parser.add_argument("--force", action="store_true", help="train again even if <out>/train holds a finished run")
+    add_report_options(parser, PIPELINE_DEFAULTS, "targets (default: every target whose runtime is installed here)",
+                       "dataset to train on and score (default synthetic)")
+    parser.set_defaults(func=run)
+
+
+def train_or_reuse(config: TrainConfig, force: bool) -> Path:
+    """Train, resume an interrupted run, or reuse a finished one with the same options.
+
+    ``train`` writes ``train_config.json`` last, so its presence marks a run that finished; a run
+    with other options is not silently reused for a report that would then describe the wrong model.
+    """
+    from edge_deeplab.train import train
+
+    run_dir = Path(config.out)
+    finished, best, last = run_dir / "train_config.json", run_dir / "best.pt", run_dir / "last.pt"
+    if not force and finished.is_file() and best.is_file():
+        try:
+            saved = json.loads(finished.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise EdgeDeeplabError(f"cannot read {finished} ({exc}); pass --force to train again") from None
+        wanted = config.to_dict()
+        # "out" may be spelt another way for the same folder; "workers" does not change the model.
+        changed = sorted(k for k in wanted if k not in ("out", "workers") and saved.get(k) != wanted[k])
+        if changed:
+            raise EdgeDeeplabError(f"{run_dir} holds a finished run with other {', '.join(changed)}; "
+                                   "pass --force to train again, or another --out")
+        print(f"reusing the trained model {best} (pass --force to train again)", file=sys.stderr)
+        return best
+    if not force and last.is_file():
+        print(f"resuming the interrupted training run in {run_dir}", file=sys.stderr)
+        return train(config, resume=True)
+    return train(config, force=force)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_deeplab.commands.report import check_numbers
+    from edge_deeplab.report import runtime_unavailable
+
+    check_numbers(args)  # a bad report option fails now, not after ten minutes of training
+    if args.targets is None:
+        args.targets = [t for t in TARGETS if runtime_unavailable(t) is None]
+    flags = {"data": args.data, "iterations": args.iterations, "batch_size": args.batch_size, "seed": args.seed,
+             "out": str(args.out / "train")}
+    config = make_config({}, flags)
+    best = train_or_reuse(config, args.force)
+    report_dir = args.out / "report"
+    args.force = True  # the report is the demo's output: measured afresh, replacing the last one
+    report = report_checkpoint(args, best, report_dir)
+    print_summary(report, report_dir)
+    print(f"report: {report_dir / 'report.md'}")
+    if not report.measured:
+        raise EdgeDeeplabError(f"no combination could be measured on this machine; see {report_dir / 'report.md'}")
+    return 0
