@@ -227,3 +227,14 @@ class SegmentationMetrics:
         out = self.confusion.summary(self.class_names)
         out["boundary_miou"] = self.boundary.miou_by_width() if self.boundary is not None else {}
         return out
+
+
+def miou_function(num_classes: int, ignore_index: int):
+    """A function (predictions, masks) -> mIoU in [0, 1]: the accuracy guard's yardstick."""
+    def miou(predictions, masks) -> float:
+        matrix = ConfusionMatrix(num_classes, ignore_index)
+        for pred, mask in zip(predictions, masks):
+            matrix.update(pred, mask)
+        return float(matrix.miou())
+
+    return miou

@@ -392,7 +392,7 @@ def export_bundles(
     bundle is calibrated on the same images. A combination this machine cannot build (OpenVINO not
     installed) or whose export fails its own checks is skipped with the reason.
     """
-    from edge_deeplab.commands.export import miou_function
+    from edge_deeplab.metrics import miou_function
     from exporters.bundle import ExportRequest, ValidationInput, export_bundle
     from runtime.files import sha256_file
 
@@ -453,20 +453,12 @@ def _export_unavailable(combo: Combination) -> str | None:
 
 def _calibration_input(settings: ExportSettings, ckpt, log: Callable[[str], None]):
     """The calibration set: a dataset spec (train split) or a folder of plain images."""
-    from calibration.folder import ImageFolder
     from calibration.selection import select_calibration_set
-    from edge_deeplab.data.base import open_dataset
+    from edge_deeplab.commands.export import check_classes, open_calibration
     from exporters.bundle import CalibrationInput
 
-    try:
-        dataset = open_dataset(settings.calib_data, "train")
-    except EdgeDeeplabError:
-        if not Path(settings.calib_data).is_dir():
-            raise
-        dataset = ImageFolder(settings.calib_data)
-    names = getattr(dataset, "classes", None)
-    if names is not None and list(names) != list(ckpt.classes):
-        raise EdgeDeeplabError(f"calibration dataset {settings.calib_data} has other classes than the checkpoint")
+    dataset = open_calibration(settings.calib_data)
+    check_classes(dataset, settings.calib_data, ckpt.classes)
     log(f"choosing {settings.calib_images} calibration images from {settings.calib_data}")
     chosen = select_calibration_set(dataset, settings.calib_images, ckpt.num_classes, ckpt.ignore_index,
                                     seed=settings.calib_seed)

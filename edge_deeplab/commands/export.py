@@ -60,7 +60,7 @@ def add_parser(subparsers, name: str) -> None:
     parser.set_defaults(func=run)
 
 
-def _open_calibration(spec: str):
+def open_calibration(spec: str):
     """A dataset spec (train split) or, failing that, a folder of unlabelled images."""
     from calibration.folder import ImageFolder
     from edge_deeplab.data.base import open_dataset
@@ -76,7 +76,7 @@ def _open_calibration(spec: str):
     return dataset
 
 
-def _check_classes(dataset, spec: str, classes: Sequence[str]) -> None:
+def check_classes(dataset, spec: str, classes: Sequence[str]) -> None:
     names = getattr(dataset, "classes", None)
     if names is not None and list(names) != list(classes):
         raise EdgeDeeplabError(
@@ -85,24 +85,12 @@ def _check_classes(dataset, spec: str, classes: Sequence[str]) -> None:
         )
 
 
-def miou_function(num_classes: int, ignore_index: int):
-    """mIoU (fraction in [0, 1]) of predicted masks against ground-truth masks."""
-    from edge_deeplab.metrics import ConfusionMatrix
-
-    def miou(predictions, masks) -> float:
-        matrix = ConfusionMatrix(num_classes, ignore_index)
-        for pred, mask in zip(predictions, masks):
-            matrix.update(pred, mask)
-        return float(matrix.miou())
-
-    return miou
-
-
 def build_request(args: argparse.Namespace):
     """Validate the arguments and assemble the export request (no slow work)."""
     from calibration.selection import select_calibration_set
     from edge_deeplab.checkpoint import load_checkpoint
     from edge_deeplab.data.base import open_dataset
+    from edge_deeplab.metrics import miou_function
     from exporters.bundle import CalibrationInput, ExportRequest, ValidationInput, check_request, check_target
     from runtime.files import check_writable, sha256_file
 
@@ -120,8 +108,8 @@ def build_request(args: argparse.Namespace):
     calibration = None
     calib_dataset = None
     if args.calib_data:
-        calib_dataset = _open_calibration(args.calib_data)
-        _check_classes(calib_dataset, args.calib_data, classes)
+        calib_dataset = open_calibration(args.calib_data)
+        check_classes(calib_dataset, args.calib_data, classes)
     if calib_dataset is not None and precision == "int8":
         chosen = select_calibration_set(calib_dataset, args.calib_images, len(classes), ckpt.ignore_index,
                                         seed=args.calib_seed)
@@ -134,7 +122,7 @@ def build_request(args: argparse.Namespace):
         val_dataset = open_dataset(val_spec, "val")
         if len(val_dataset) == 0:
             raise EdgeDeeplabError(f"validation dataset {val_spec} has no images")
-        _check_classes(val_dataset, val_spec, classes)
+        check_classes(val_dataset, val_spec, classes)
         indices = list(range(min(args.val_images, len(val_dataset))))
         validation = ValidationInput(val_dataset, indices, val_spec, miou_function(len(classes), ckpt.ignore_index))
         verify_source = val_dataset
