@@ -38,10 +38,10 @@ decoder, hence ``decoder_convs=1``. Not importable, with an error saying so: the
 (no BatchNorm between depthwise and pointwise conv, unlike ours) and HRNet backbones.
 
 One difference is not in the weights: VainF's MobileNetV2 pads differently from torchvision's
-(its first conv is unpadded; its inverted residuals pad before the expansion 1x1 conv rather
-than at the depthwise conv). Imported MobileNetV2 models therefore run with torchvision's
-padding, which shifts features by a fraction of a pixel near the borders; ResNet models compute
-exactly what VainF's do.
+(its first conv is unpadded; its inverted residuals pad their input before the expansion 1x1
+conv rather than at the depthwise conv). Imported MobileNetV2 models are therefore built with
+``padding="vainf"``, which does the same, so they compute what VainF's model computes; ResNet
+models use torchvision's padding, as VainF's do.
 """
 
 from __future__ import annotations
@@ -372,6 +372,7 @@ def import_vainf(
         separable=False,
         decoder_convs=1,
         aspp_dropout=0.1,
+        padding="vainf" if found == "mobilenetv2" else "same",
     )
     ours: dict[str, Tensor] = {}
     for key, value in state.items():

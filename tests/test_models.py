@@ -422,3 +422,43 @@ def test_onnx_export_keeps_height_and_width_dynamic(tmp_path):
         assert onnx_out.shape == (1, 3, height, width)
         # Only float32 rounding differs: compare relative to the logits' scale (~10 here).
         assert abs(onnx_out - expected).max() <= 1e-4 * max(1.0, abs(expected).max())
+
+
+def test_vainf_padding_matches_its_definition():
+    """padding="vainf" computes VainF's MobileNetV2: unpadded stem, block input padded before expansion.
+
+    The expectation is written out with functional ops from VainF's description, independently of
+    the module code: F.pad(x, d) -> 1x1 expand -> BN -> ReLU6 -> 3x3 depthwise (padding 0) -> ...
+    """
+    import torch.nn.functional as F
+
+    model = build_model(ModelConfig("mobilenetv2", 3, output_stride=16, padding="vainf")).eval()
+    _randomize_bn_statistics(model)
+    backbone = model.backbone
+    x = torch.randn(1, 3, 65, 65, generator=torch.Generator().manual_seed(0))
+
+    def bn_act(seq, y, act=True):
+        y = F.batch_norm(y, seq.running_mean, seq.running_var, seq.weight, seq.bias, False, 0.0, seq.eps)
+        return F.relu6(y) if act else y
+
+    stem = backbone.features[0]
+    y = bn_act(stem[1], F.conv2d(x, stem[0].weight, stride=2))  # no padding: 65 -> 32
+    assert y.shape[-1] == 32
+    block = backbone.features[2]  # expand 6, stride 2
+    d = 1
+    expand, dw, project, bn = block.conv[0], block.conv[1], block.conv[2], block.conv[3]
+    # features[1] (expand ratio 1) pads its input, then depthwise with padding 0.
+    z = bn_act(backbone.features[1].conv[0][1], F.conv2d(F.pad(y, (d,) * 4), backbone.features[1].conv[0][0].weight, groups=32))
+    z = bn_act(backbone.features[1].conv[2], F.conv2d(z, backbone.features[1].conv[1].weight), act=False)
+    h = bn_act(expand[1], F.conv2d(F.pad(z, (d,) * 4), expand[0].weight))
+    h = bn_act(dw[1], F.conv2d(h, dw[0].weight, stride=2, groups=dw[0].groups))
+    expected = bn_act(bn, F.conv2d(h, project.weight), act=False)
+    with torch.no_grad():
+        out = backbone.features[2](backbone.features[1](backbone.features[0](x)))
+    assert torch.allclose(out, expected, atol=1e-5)
+    # VainF's size arithmetic for a 513x513 input at OS 16: 513 -> 256 -> 128 -> 64 -> 32.
+    with torch.no_grad():
+        low, high = backbone(torch.zeros(1, 3, 513, 513))
+    assert low.shape[-2:] == (128, 128) and high.shape[-2:] == (32, 32)
+    with pytest.raises(EdgeDeeplabError, match="mobilenetv2 only"):
+        ModelConfig("resnet50", 3, padding="vainf")

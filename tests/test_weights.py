@@ -195,7 +195,8 @@ def _vainf_file(path, model, best_score=np.float64(0.7215)):
 
 
 def _reference(backbone: str, num_classes: int = 21, seed: int = 3):
-    config = ModelConfig(backbone, num_classes, output_stride=16, decoder_convs=1, separable=False)
+    padding = "vainf" if backbone == "mobilenetv2" else "same"
+    config = ModelConfig(backbone, num_classes, output_stride=16, decoder_convs=1, separable=False, padding=padding)
     return _randomize(build_model(config), seed)
 
 
@@ -229,6 +230,7 @@ def test_vainf_mobilenet_imports_with_identical_logits(tmp_path, capsys):
     ckpt = load_checkpoint(out)
     assert ckpt.classes == VOC_CLASSES and ckpt.dataset == "voc"
     assert ckpt.model_config.decoder_convs == 1 and ckpt.model_config.output_stride == 16
+    assert ckpt.model_config.padding == "vainf"
     assert ckpt.mean == pytest.approx([0.485, 0.456, 0.406]) and ckpt.std == pytest.approx([0.229, 0.224, 0.225])
     assert ckpt.metrics["reported_miou"] == pytest.approx(0.7215)
     imported = ckpt.build_model()

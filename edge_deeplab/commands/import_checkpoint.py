@@ -57,7 +57,5 @@ def run(args: argparse.Namespace) -> int:
         f"({ckpt.dataset or 'classes.yaml'}), output stride {config.output_stride}"
         + (f", mIoU {reported:.4f} as reported by its training run" if reported is not None else "")
     )
-    if config.backbone == "mobilenetv2":
-        print("note: VainF's MobileNetV2 pads differently from torchvision's; outputs differ slightly near borders")
     print(f"wrote {args.out}")
     return 0

@@ -20,6 +20,11 @@ BACKBONES: tuple[str, ...] = ("mobilenetv2", "resnet50", "resnet101", "xception6
 #: Output strides the backbones can be switched between (ratio of input size to final feature).
 OUTPUT_STRIDES: tuple[int, ...] = (8, 16, 32)
 
+#: How MobileNetV2 pads: "same" pads inside each conv (torchvision); "vainf" leaves the stem conv
+#: unpadded and pads each inverted residual's *input* before its 1x1 expansion, as
+#: VainF/DeepLabV3Plus-Pytorch does, so its checkpoints give the same logits here.
+PADDINGS: tuple[str, ...] = ("same", "vainf")
+
 #: Number of 3x3 convs in the decoder: 2 as in the paper, 1 as VainF/DeepLabV3Plus-Pytorch's head.
 DECODER_CONVS: tuple[int, ...] = (1, 2)
 
@@ -48,6 +53,7 @@ class ModelConfig:
         width_mult: MobileNetV2 width multiplier; must stay 1.0 for other backbones.
         decoder_convs: 3x3 convs in the decoder: 2 (the paper) or 1 (VainF's head).
         aspp_dropout: dropout probability after the ASPP projection, in [0, 1).
+        padding: MobileNetV2 padding scheme, one of :data:`PADDINGS` ("vainf" only for imports).
     """
 
     backbone: str
@@ -58,6 +64,7 @@ class ModelConfig:
     width_mult: float = 1.0
     decoder_convs: int = 2
     aspp_dropout: float = 0.1
+    padding: str = "same"
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -90,6 +97,10 @@ class ModelConfig:
             raise EdgeDeeplabError(
                 f"aspp_dropout must be a number in [0, 1), got {self.aspp_dropout!r}"
             )
+        if self.padding not in PADDINGS:
+            raise EdgeDeeplabError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
+        if self.padding != "same" and self.backbone != "mobilenetv2":
+            raise EdgeDeeplabError(f"padding {self.padding!r} applies to mobilenetv2 only")
         # Canonical float form, so a config written as ``width_mult: 1`` equals the default one.
         object.__setattr__(self, "width_mult", float(self.width_mult))
         object.__setattr__(self, "aspp_dropout", float(self.aspp_dropout))

@@ -54,7 +54,7 @@ class Decoder(nn.Module):
 def _make_backbone(config: ModelConfig) -> nn.Module:
     """The backbone named by the config, at the config's output stride."""
     if config.backbone == "mobilenetv2":
-        return MobileNetV2(config.width_mult, config.output_stride)
+        return MobileNetV2(config.width_mult, config.output_stride, config.padding)
     if config.backbone in ("resnet50", "resnet101"):
         return ResNet(config.backbone, config.output_stride)
     return Xception65(config.output_stride)

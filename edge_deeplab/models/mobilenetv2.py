@@ -9,6 +9,7 @@ Channel rounding follows torchvision (multiples of 8) at every width multiplier.
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_deeplab.models.layers import ConvBNReLU, StrideUnit, apply_output_stride
@@ -59,6 +60,7 @@ class InvertedResidual(nn.Module):
         ]
         self.conv = nn.Sequential(*layers)
         self.stride = stride
+        self.pad_input = False
 
     @property
     def depthwise(self) -> nn.Conv2d:
@@ -66,7 +68,13 @@ class InvertedResidual(nn.Module):
         return self.conv[-3][0]
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.conv(x)
+        if self.pad_input:
+            # VainF layout: pad the block input by the depthwise conv's "same" amount before the
+            # 1x1 expansion; the depthwise conv itself then has padding 0.
+            d = self.depthwise.dilation[0]
+            out = self.conv(F.pad(x, (d, d, d, d)))
+        else:
+            out = self.conv(x)
         return x + out if self.use_res_connect else out
 
 
@@ -80,8 +88,9 @@ class MobileNetV2(nn.Module):
 
     stem_stride = 2
 
-    def __init__(self, width_mult: float = 1.0, output_stride: int = 32) -> None:
+    def __init__(self, width_mult: float = 1.0, output_stride: int = 32, padding: str = "same") -> None:
         super().__init__()
+        self.padding = padding
         channels = make_divisible(32 * width_mult)
         features: list[nn.Module] = [ConvBNReLU(3, channels, 3, stride=2, activation="relu6")]
         for t, c, n, s in _SETTINGS:
@@ -92,6 +101,10 @@ class MobileNetV2(nn.Module):
         self.features = nn.Sequential(*features)
         self.low_level_channels: int = self.features[_LOW_LEVEL_END - 1].conv[-1].num_features
         self.out_channels: int = channels
+        if padding == "vainf":
+            self.features[0][0].padding = (0, 0)
+            for block in self.features[1:]:
+                block.pad_input = True
         self.set_output_stride(output_stride)
 
     def stride_units(self) -> list[StrideUnit]:
@@ -104,6 +117,9 @@ class MobileNetV2(nn.Module):
     def set_output_stride(self, output_stride: int) -> None:
         """OS 16 dilates from features[14] on, OS 8 from features[7] on (weights unchanged)."""
         apply_output_stride(self.stem_stride, self.stride_units(), output_stride)
+        if self.padding == "vainf":  # the blocks pad their inputs instead (see InvertedResidual)
+            for block in self.features[1:]:
+                block.depthwise.padding = (0, 0)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         for block in self.features[:_LOW_LEVEL_END]:
