@@ -5,11 +5,8 @@ testable without downloading VOC or Cityscapes, and the numbers it gives must me
 the scenes are built to exercise what DeepLabv3+ is about: thin structures and small objects that
 a coarse output stride loses, boundaries that the decoder sharpens, occlusion, and textured
 backgrounds whose colours overlap the objects' so that colour alone does not separate the classes.
-Discs and rings share colours and textures, so what decides their pixels' class is the shape of
-the object around them (is there a hole?): context, which is what the encoder and its output
-stride are about. The other classes keep consistent cues of their own (shape + texture + colour
-family), so a small MobileNetV2 DeepLabv3+ trained from scratch on a CPU for a few minutes learns
-the set.
+Yet each class keeps a consistent cue (shape + texture + colour family), so a small MobileNetV2
+DeepLabv3+ trained from scratch on a CPU for a few minutes can learn it.
 
 Sample ``i`` of split ``s`` is a pure function of ``(seed, s, i)``: nothing is stored on disk,
 train and val use different random streams, and a resumed run sees the same images. Masks are
@@ -50,18 +47,14 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 _STREAM = 0x5E9
 DEFAULT_LENGTH = {"train": 1000, "val": 100, "test": 100}
 
-# Colour families as (hue range, saturation range, value range) in HSV, hue in turns. Discs and
-# rings share one warm family and one texture pool (_round_shade) on purpose: a local patch of
-# either looks the same, and only the object's shape (is there a hole?) tells them apart. That is
-# context, which the encoder provides and a coarse output stride blurs. The other classes keep a
-# family and texture of their own. Backgrounds reach saturation 0.5, overlapping the families at
-# their edges; the wire family is pale instead of saturated.
-_WARM = ((-0.03, 0.13), (0.5, 0.95), (0.6, 0.97))
+# Colour families as (hue range, saturation range, value range) in HSV, hue in turns. Objects are
+# saturated (>= 0.45), backgrounds reach saturation 0.5, so the families overlap with background
+# colours at their edges; the wire family is pale instead of saturated.
 _FAMILIES: dict[int, tuple[tuple[float, float], tuple[float, float], tuple[float, float]]] = {
-    DISC: _WARM,
+    DISC: ((-0.03, 0.035), (0.5, 0.95), (0.6, 0.95)),
     BOX: ((0.56, 0.66), (0.45, 0.9), (0.55, 0.95)),
     TRIANGLE: ((0.24, 0.38), (0.45, 0.9), (0.5, 0.9)),
-    RING: _WARM,
+    RING: ((0.08, 0.15), (0.6, 1.0), (0.75, 1.0)),
     WIRE: ((0.0, 1.0), (0.0, 0.18), (0.88, 1.0)),
     DOTS: ((0.78, 0.9), (0.5, 0.95), (0.6, 1.0)),
 }
@@ -76,13 +69,12 @@ def describe() -> str:
         "synthetic: 7 classes on textured backgrounds, generated on the fly (numpy only)\n"
         "  background  smooth noise, stripes or gradients in muted colours of any hue, plus soft\n"
         "              saturated stains that borrow object colours (colour alone is not enough)\n"
-        "  disc        filled ellipses (aspect 0.7-1), warm colours, radial shading or sectors\n"
-        "  ring        annuli (background shows through the hole), same colours and textures as discs\n"
+        "  disc        filled ellipses (aspect 0.7-1), red family, shaded bright centre / dark rim\n"
         "  box         rotated rectangles, blue family, hard stripes along one side\n"
         "  triangle    irregular triangles, green family, linear brightness gradient\n"
+        "  ring        annuli (background shows through the hole), orange family, light/dark sectors\n"
         "  wire        1.5-3 px wandering curves, pale/near-white, over or under the shapes\n"
         "  dots        clusters of small 4-10 px dots, magenta family\n"
-        "Discs and rings look alike up close: only the hole, i.e. context, tells them apart.\n"
         "Objects overlap (the mask is the topmost object), may leave the frame, and carry colour\n"
         "jitter and pixel noise. Sample i of a split is a pure function of (seed, split, i)."
     )
@@ -170,17 +162,6 @@ def _centre(rng: np.random.Generator, size: int) -> tuple[float, float]:
     return float(cy), float(cx)
 
 
-def _round_shade(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float,
-                 r: float) -> np.ndarray:
-    """Texture shared by discs and rings: a bright-centre radial shading, or light/dark sectors."""
-    if rng.random() < 0.5:
-        rho2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / (r * r)
-        return 0.45 + 0.55 * np.sqrt(np.clip(1.0 - rho2, 0.0, 1.0))
-    sectors = int(rng.integers(6, 13))
-    ang = np.arctan2(yy - cy, xx - cx) + rng.uniform(0, math.pi)
-    return np.where(np.sin(sectors * ang) > 0, 1.0, 0.72).astype(np.float32)
-
-
 def _disc(rng: np.random.Generator, size: int, s: float) -> Layer | None:
     cy, cx = _centre(rng, size)
     r = rng.uniform(12, 56) * s
@@ -191,8 +172,9 @@ def _disc(rng: np.random.Generator, size: int, s: float) -> Layer | None:
     yy, xx = _grid(box)
     u = (xx - cx) * math.cos(theta) + (yy - cy) * math.sin(theta)
     v = (yy - cy) * math.cos(theta) - (xx - cx) * math.sin(theta)
-    inside = (u / r) ** 2 + (v / (r * aspect)) ** 2 <= 1.0
-    shade = _round_shade(rng, yy, xx, cy, cx, r)
+    rho2 = (u / r) ** 2 + (v / (r * aspect)) ** 2
+    inside = rho2 <= 1.0
+    shade = 0.45 + 0.55 * np.sqrt(np.clip(1.0 - rho2, 0.0, 1.0))
     return box[0], box[2], inside, _rgb(rng, *_FAMILIES[DISC]) * shade[..., None]
 
 
@@ -246,7 +228,9 @@ def _ring(rng: np.random.Generator, size: int, s: float) -> Layer | None:
     yy, xx = _grid(box)
     d2 = (yy - cy) ** 2 + (xx - cx) ** 2
     inside = (d2 <= r_out**2) & (d2 >= r_in**2)
-    shade = _round_shade(rng, yy, xx, cy, cx, r_out)
+    sectors = int(rng.integers(6, 13))
+    ang = np.arctan2(yy - cy, xx - cx) + rng.uniform(0, math.pi)
+    shade = np.where(np.sin(sectors * ang) > 0, 1.0, 0.72).astype(np.float32)
     return box[0], box[2], inside, _rgb(rng, *_FAMILIES[RING]) * shade[..., None]
 
 
