@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from runtime.errors import EdgeDeeplabError
+from tiny_model import train_tiny_checkpoint
 from runtime.manifest import read_manifest
 
 CALIB = "synthetic:size=64,n=24"
@@ -21,43 +22,12 @@ VAL = "synthetic:size=64,n=12"
 SIZE = "65x65"
 
 
-def train_tiny_checkpoint(path: Path, steps: int = 20, width_mult: float = 0.35) -> Path:
-    """A quickly trained small checkpoint (plain Adam on synthetic images; test setup only)."""
-    import torch
-    import torch.nn.functional as F
-
-    from edge_deeplab.checkpoint import Checkpoint, save_checkpoint
-    from edge_deeplab.data.base import open_dataset
-    from edge_deeplab.models import ModelConfig, build_model
-    from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize
-
-    torch.manual_seed(0)
-    data = open_dataset("synthetic:size=64,n=64", "train")
-    config = ModelConfig("mobilenetv2", len(data.classes), 16, width_mult=width_mult)
-    model = build_model(config)
-    images = torch.from_numpy(np.stack([normalize(s.image) for s in data]))
-    masks = torch.from_numpy(np.stack([s.mask for s in data]).astype(np.int64))
-    optim = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        batch = torch.randint(0, len(data), (8,), generator=generator)
-        loss = F.cross_entropy(model(images[batch]), masks[batch], ignore_index=255)
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-    model.eval()
-    checkpoint = Checkpoint(config, model.state_dict(), list(data.classes), [list(c) for c in data.palette],
-                            list(IMAGENET_MEAN), list(IMAGENET_STD), dataset=VAL)
-    return save_checkpoint(checkpoint, path)
-
-
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
     # One file per test session, shared by every module that imports this fixture (training is
     # the slowest part of the setup).
     path = tmp_path_factory.getbasetemp() / "export-checkpoint" / "tiny.pt"
-    return path if path.is_file() else train_tiny_checkpoint(path)
+    return path if path.is_file() else train_tiny_checkpoint(path, steps=20, data="synthetic:size=64,n=64", dataset=VAL)
 
 
 @pytest.fixture(autouse=True)

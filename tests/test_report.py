@@ -35,6 +35,7 @@ from edge_deeplab.report import (
     to_markdown,
 )
 from runtime.errors import EdgeDeeplabError
+from tiny_model import train_tiny_checkpoint
 from runtime.manifest import InputSpec, Manifest, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,41 +184,11 @@ def test_pipeline_reuses_a_finished_run_only_with_the_same_options(tmp_path, cap
 
 # -- a real report ---------------------------------------------------------------------------------------
 
-def train_tiny_checkpoint(path: Path, steps: int = 30) -> Path:
-    """A tiny model trained for a few Adam steps, so INT8 agrees with FP32 well enough to export."""
-    import torch
-    import torch.nn.functional as F
-
-    from edge_deeplab.checkpoint import Checkpoint, save_checkpoint
-    from edge_deeplab.data.base import open_dataset
-    from edge_deeplab.models import ModelConfig, build_model
-    from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize
-
-    torch.manual_seed(0)
-    data = open_dataset("synthetic:size=64,n=32", "train")
-    config = ModelConfig("mobilenetv2", len(data.classes), 16, width_mult=0.35)
-    model = build_model(config)
-    images = torch.from_numpy(np.stack([normalize(s.image) for s in data]))
-    masks = torch.from_numpy(np.stack([s.mask for s in data]).astype(np.int64))
-    optim = torch.optim.Adam(model.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(steps):
-        batch = torch.randint(0, len(data), (8,), generator=generator)
-        loss = F.cross_entropy(model(images[batch]), masks[batch], ignore_index=255)
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-    checkpoint = Checkpoint(config, model.state_dict(), list(data.classes), [list(c) for c in data.palette],
-                            list(IMAGENET_MEAN), list(IMAGENET_STD), dataset=VAL)
-    return save_checkpoint(checkpoint, path)
-
-
 @pytest.fixture(scope="module")
 def small_report(tmp_path_factory) -> Path:
     """One real report: OS 16, onnx + openvino FP32, onnxruntime + openvino INT8."""
     base = tmp_path_factory.mktemp("report")
-    checkpoint = train_tiny_checkpoint(base / "tiny.pt")
+    checkpoint = train_tiny_checkpoint(base / "tiny.pt", steps=30, data="synthetic:size=64,n=32", dataset=VAL)
     out = base / "out"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("EDGE_DEEPLAB_CACHE", str(base / "cache"))  # calibration ranges stay in the test's folder

@@ -48,8 +48,6 @@ def train_or_reuse(config: TrainConfig, force: bool) -> Path:
     ``train`` writes ``train_config.json`` last, so its presence marks a run that finished; a run
     with other options is not silently reused for a report that would then describe the wrong model.
     """
-    from edge_deeplab.train import train
-
     run_dir = Path(config.out)
     finished, best, last = run_dir / "train_config.json", run_dir / "best.pt", run_dir / "last.pt"
     if not force and finished.is_file() and best.is_file():
@@ -67,8 +65,38 @@ def train_or_reuse(config: TrainConfig, force: bool) -> Path:
         return best
     if not force and last.is_file():
         print(f"resuming the interrupted training run in {run_dir}", file=sys.stderr)
-        return train(config, resume=True)
-    return train(config, force=force)
+        return _train_in_child(config, resume=True, force=False)
+    return _train_in_child(config, resume=False, force=force)
+
+
+def _train_in_child(config: TrainConfig, resume: bool, force: bool) -> Path:
+    """Train in a fresh (spawned) process, then return the best checkpoint's path.
+
+    The report that follows loads OpenVINO and ONNX Runtime, and a process that has run torch's
+    DataLoader worker machinery and then OpenVINO's thread pool crashed here (a segfault after the
+    report's timing); a child process keeps the two apart, and costs a second of start-up.
+    """
+    import multiprocessing
+
+    child = multiprocessing.get_context("spawn").Process(target=_train_entry, args=(config, resume, force))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise EdgeDeeplabError(f"training stopped (exit status {child.exitcode}); rerun to resume it")
+    return Path(config.out) / "best.pt"
+
+
+def _train_entry(config: TrainConfig, resume: bool, force: bool) -> None:
+    """The child's body: errors are printed as the CLI prints them, with a matching exit status."""
+    from edge_deeplab.train import train
+
+    try:
+        train(config, resume=resume, force=force)
+    except EdgeDeeplabError as exc:
+        print(f"edge-deeplab pipeline: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,42 @@
+"""A quickly trained tiny checkpoint for the export and report tests (test setup, not a product path).
+
+MobileNetV2 DeepLabv3+ at width 0.35 trained for a few Adam steps on 64 px synthetic images: its
+predictions are decisive enough that INT8-against-FP32 agreement and mIoU checks mean something,
+and it trains in seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def train_tiny_checkpoint(path: Path, steps: int, data: str, dataset: str, width_mult: float = 0.35) -> Path:
+    """Train on ``data`` (train split) and save a checkpoint recording ``dataset`` as its data."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from edge_deeplab.checkpoint import Checkpoint, save_checkpoint
+    from edge_deeplab.data.base import open_dataset
+    from edge_deeplab.models import ModelConfig, build_model
+    from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize
+
+    torch.manual_seed(0)
+    samples = open_dataset(data, "train")
+    config = ModelConfig("mobilenetv2", len(samples.classes), 16, width_mult=width_mult)
+    model = build_model(config)
+    images = torch.from_numpy(np.stack([normalize(s.image) for s in samples]))
+    masks = torch.from_numpy(np.stack([s.mask for s in samples]).astype(np.int64))
+    optim = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        batch = torch.randint(0, len(samples), (8,), generator=generator)
+        loss = F.cross_entropy(model(images[batch]), masks[batch], ignore_index=255)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    model.eval()
+    checkpoint = Checkpoint(config, model.state_dict(), list(samples.classes), [list(c) for c in samples.palette],
+                            list(IMAGENET_MEAN), list(IMAGENET_STD), dataset=dataset)
+    return save_checkpoint(checkpoint, path)
