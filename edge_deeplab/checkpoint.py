@@ -99,7 +99,11 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
         raise EdgeDeeplabError(f"checkpoint {path} does not exist")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as exc:
+    except pickle.UnpicklingError:
+        # weights_only refuses anything but tensors and plain containers: not a torch file, or one
+        # holding pickled objects that we will not execute.
+        raise EdgeDeeplabError(f"{path} is not a checkpoint: not a torch file, or it holds pickled objects other than tensors") from None
+    except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EdgeDeeplabError(f"{path} is not a readable checkpoint (corrupt or truncated?): {reason[:200]}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:

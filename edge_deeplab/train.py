@@ -294,14 +294,21 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False) -> Pat
                     import torch.distributed as torch_dist
 
                     torch_dist.barrier()
+    except EdgeDeeplabError as exc:
+        lines = str(exc).strip().splitlines()
+        if len(lines) > 1:  # raised in a DataLoader worker: the text carries the worker's traceback
+            problem = lines[-1].split(": ", 1)[-1]
+            raise EdgeDeeplabError(f"{problem} (run 'edge-deeplab datasets check' to list every problem)") from None
+        raise
     except KeyboardInterrupt:
         # Ctrl-C: keep the steps done so far; --resume continues from here.
         if dist.is_main and step > start:
             save_checkpoint(make_checkpoint(step, {"step": step, "interrupted": True}), out / "last.pt")
             print(f"\ninterrupted at step {step}; continue with --resume", file=sys.stderr)
         raise
-    if progress is not None:
-        progress.close()
+    finally:
+        if progress is not None:
+            progress.close()
     if dist.world_size > 1:
         import torch.distributed as torch_dist
 

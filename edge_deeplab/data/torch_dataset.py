@@ -50,7 +50,12 @@ class TorchSegmentation(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, epoch = key if isinstance(key, tuple) else (key, self.epoch)
-        sample = self.dataset[int(index)]
+        try:
+            sample = self.dataset[int(index)]
+        except EdgeDeeplabError as exc:
+            # In a DataLoader worker the exception is rebuilt in the main process from its class and
+            # one message argument; subclasses with other signatures would arrive as RuntimeError.
+            raise EdgeDeeplabError(str(exc)) from None
         rng = np.random.default_rng([_AUGMENT_STREAM, self.seed, int(epoch), int(index) % len(self.dataset)])
         image, mask = self.transform(sample.image, sample.mask, rng)
         x = torch.from_numpy(normalize(image, self.mean, self.std))
