@@ -241,7 +241,6 @@ def test_guard_exclusion_schedule():
         (["--target", "coreml"], "unknown target 'coreml'"),
         (["--target", "onnx", "--precision", "int4"], "unknown precision 'int4'"),
         (["--target", "onnxruntime", "--precision", "fp32"], "has no fp32 precision"),
-        (["--target", "onnxruntime"], "needs calibration images"),
         (["--target", "onnx", "--max-drop", "0.5", "--val-data", VAL], "int8 exports only"),
         (["--target", "onnxruntime", "--calib-data", CALIB, "--max-drop", "0.5"], "needs labelled validation"),
         (["--target", "openvino", "--precision", "int8", "--calib-data", CALIB, "--calib-method", "entropy"],
@@ -254,6 +253,19 @@ def test_bad_requests_fail_early_with_one_line(checkpoint, tmp_path, capsys, arg
     assert export(checkpoint, *args, "--input-size", SIZE, "--out", out) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+    assert not out.exists()
+
+
+def test_int8_without_calibration_data_fails_early(checkpoint, tmp_path, capsys):
+    """No --calib-data and a checkpoint that records no training dataset: nothing to calibrate on."""
+    from edge_deeplab.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    ckpt.dataset = ""
+    anonymous = save_checkpoint(ckpt, tmp_path / "anonymous.pt")
+    out = tmp_path / "never"
+    assert export(anonymous, "--target", "onnxruntime", "--val-data", VAL, "--input-size", SIZE, "--out", out) == 2
+    assert "needs calibration images" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -45,7 +45,8 @@ def add_parser(subparsers, name: str) -> None:
     parser.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
     parser.add_argument("--uint8-input", action="store_true",
                         help="fold mean/std normalization into the graph; the model takes raw uint8 RGB")
-    parser.add_argument("--calib-data", help="calibration dataset (spec or folder; plain image folders work too)")
+    parser.add_argument("--calib-data", help="calibration dataset (spec or folder; plain image folders work too; "
+                        "default: the dataset the checkpoint was trained on)")
     parser.add_argument("--calib-images", type=int, default=200, help="calibration images (default 200)")
     parser.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="minmax")
     parser.add_argument("--calib-seed", type=int, default=0, help="seed of the calibration pick (default 0)")
@@ -96,24 +97,26 @@ def build_request(args: argparse.Namespace):
 
     precision = check_target(args.target, args.precision)
     check_writable(args.out, args.force)
-    if precision == "int8" and not args.calib_data:
-        raise EdgeDeeplabError(f"{args.target} int8 needs calibration images: give --calib-data")
     if args.calib_images < 1:
         raise EdgeDeeplabError(f"--calib-images must be at least 1, got {args.calib_images}")
     if args.val_images < 1:
         raise EdgeDeeplabError(f"--val-images must be at least 1, got {args.val_images}")
     ckpt = load_checkpoint(args.checkpoint)
     classes = list(ckpt.classes)
+    # INT8 calibrates on the training data the checkpoint records unless told otherwise.
+    calib_spec = args.calib_data or (ckpt.dataset if precision == "int8" else None)
+    if precision == "int8" and not calib_spec:
+        raise EdgeDeeplabError(f"{args.target} int8 needs calibration images: give --calib-data")
 
     calibration = None
     calib_dataset = None
-    if args.calib_data:
-        calib_dataset = open_calibration(args.calib_data)
-        check_classes(calib_dataset, args.calib_data, classes)
+    if calib_spec:
+        calib_dataset = open_calibration(calib_spec)
+        check_classes(calib_dataset, calib_spec, classes)
     if calib_dataset is not None and precision == "int8":
         chosen = select_calibration_set(calib_dataset, args.calib_images, len(classes), ckpt.ignore_index,
                                         seed=args.calib_seed)
-        calibration = CalibrationInput(calib_dataset, chosen, args.calib_data, args.calib_method)
+        calibration = CalibrationInput(calib_dataset, chosen, calib_spec, args.calib_method)
 
     validation = None
     # Without --val-data, verification uses the calibration images, or else the checkpoint's own dataset.
