@@ -86,6 +86,12 @@ def _draw_fps(cv2: Any, frame_bgr: np.ndarray, fps: float) -> None:
                     max(1, int(thickness * scale)), cv2.LINE_AA)
 
 
+def _drain(items: "queue.Queue[Any]") -> None:
+    """Consume a stage's input up to its end marker, so the stage feeding it never blocks on a full queue."""
+    while items.get() is not _END:
+        continue
+
+
 def run_video(
     frames: Iterable[np.ndarray | None],
     predict: Callable[[np.ndarray], np.ndarray],
@@ -133,8 +139,7 @@ def run_video(
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
             errors.append(exc)
             stop.set()
-            while decoded.get() is not _END:
-                pass
+            _drain(decoded)
         finally:
             _put(inferred, _END, threading.Event())
 
@@ -164,8 +169,7 @@ def run_video(
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             errors.append(exc)
             stop.set()
-            while inferred.get() is not _END:  # keep the infer stage from blocking on a full queue
-                pass
+            _drain(inferred)
 
     workers = [threading.Thread(target=infer_stage, name="infer"), threading.Thread(target=encode_stage, name="encode")]
     for worker in workers:
