@@ -13,6 +13,8 @@ hands over the built model, the dataset samples and the mIoU function.
 
 from __future__ import annotations
 
+import functools
+
 import platform
 import shutil
 import sys
@@ -172,7 +174,7 @@ class _Exporter:
                   f"{', uint8 input' if req.uint8_input else ''})")
         export_onnx(req.model, self.fp32_path, req.height, req.width, req.dynamic, req.uint8_input,
                     req.mean, req.std, req.opset)
-        self.verify_items = self._prepare(req.verify_samples, range(len(req.verify_samples)), self.spec)
+        self.verify_items = prepare_samples(req.verify_samples, range(len(req.verify_samples)), self.spec)
         sizes = [self.spec]
         if req.dynamic:  # a dynamic graph must also be right at sizes other than the export size
             alt = InputSpecLite(max(33, 3 * req.height // 4 + 1), max(33, req.width // 2 + 3), self.spec.dtype,
@@ -183,7 +185,7 @@ class _Exporter:
         fp32 = ort_runner(self.fp32_path)
         checks = []
         for spec in sizes:
-            items = self.verify_items if spec is self.spec else self._prepare(
+            items = self.verify_items if spec is self.spec else prepare_samples(
                 req.verify_samples, range(len(req.verify_samples)), spec)
             arrays = [i.array for i in items]
             reference = torch_logits(req.model, arrays, req.uint8_input, req.mean, req.std)
@@ -196,9 +198,6 @@ class _Exporter:
         self.verification["onnx_vs_pytorch"] = {"reference": "pytorch", "min_agreement": 0.999, "checks": checks}
         self.fp32_run = fp32
 
-    def _prepare(self, dataset: Sequence, indices, spec: InputSpecLite, label: str = "preparing images"):
-        return prepare_samples(dataset, indices, spec, label)
-
     def check_against_fp32(self, run, precision: str, what: str) -> None:
         """FP16/INT8 checked against the FP32 graph: argmax agreement (and mIoU below)."""
         agreement = compare(self.fp32_reference, [run(i.array) for i in self.verify_items])
@@ -208,24 +207,23 @@ class _Exporter:
         self.verification["vs_fp32"] = {"reference": "onnx fp32", **agreement.as_dict(),
                                         "min_agreement": MIN_AGREEMENT[precision]}
 
+    @functools.cached_property
     def validation(self) -> Validation | None:
-        if self.req.validation is None:
+        """The validation images, prepared once however many steps score on them."""
+        v = self.req.validation
+        if v is None:
             return None
-        if not hasattr(self, "_validation"):
-            v = self.req.validation
-            items = self._prepare(v.dataset, v.indices, self.spec, "preparing validation images")
-            self._validation = Validation(items, v.miou)
-        return self._validation
+        return Validation(prepare_samples(v.dataset, v.indices, self.spec, "preparing validation images"), v.miou)
 
+    @functools.cached_property
     def calib_items(self) -> list[PreparedImage]:
-        if not hasattr(self, "_calib_items"):
-            c = self.req.calibration
-            self._calib_items = self._prepare(c.dataset, c.chosen.indices, self.spec, "preparing calibration images")
-        return self._calib_items
+        """The calibration images, prepared once (the accuracy guard re-quantizes with them)."""
+        c = self.req.calibration
+        return prepare_samples(c.dataset, c.chosen.indices, self.spec, "preparing calibration images")
 
     def record_accuracy(self, run, fp32_miou: float | None = None) -> None:
         """mIoU of the bundle's model and of FP32 on the validation images, when given."""
-        validation = self.validation()
+        validation = self.validation
         if validation is None:
             return
         self.step(f"measuring mIoU on {len(validation.items)} validation image(s)")
@@ -239,7 +237,7 @@ class _Exporter:
     # -- INT8 through ONNX Runtime's quantizer (onnxruntime and tensorrt targets) --------------------
     def qdq_int8(self, flavor: str, dest: Path) -> None:
         req, calib = self.req, self.req.calibration
-        items = self.calib_items()
+        items = self.calib_items
         self.step(f"calibrating activation ranges ({calib.method}, {len(items)} images)")
         ranges = compute_ranges(self.fp32_path, INPUT_NAME, [i.array for i in items], calib.method,
                                 calib.chosen.fingerprint, req.cache_dir)
@@ -258,7 +256,7 @@ class _Exporter:
             chosen = quantize(())
             info.update({"excluded": [], "max_drop_points": None})
         else:
-            validation = self.validation()
+            validation = self.validation
             self.step(f"accuracy guard: keeping the INT8 mIoU drop <= {req.max_drop} points")
             fp32_miou = validation.score(self.fp32_run)
             sens_arrays = [i.array for i in items[:SENSITIVITY_IMAGES]]
@@ -321,10 +319,10 @@ class _Exporter:
         req = self.req
         model = ovx.read_onnx(self.fp32_path)
         if req.precision == "int8":
-            items = self.calib_items()
+            items = self.calib_items
             how = "NNCF accuracy control" if req.max_drop is not None else "NNCF post-training quantization"
             self.step(f"quantizing to INT8 with {how} ({len(items)} calibration images)")
-            model, details = ovx.quantize_int8(model, items, self.validation(), req.max_drop)
+            model, details = ovx.quantize_int8(model, items, self.validation, req.max_drop)
             details.update({"excluded": details.pop("float_convolutions", []), "max_drop_points": req.max_drop})
             self.calibration_info = details
         self.step(f"writing OpenVINO IR ({req.precision})")
