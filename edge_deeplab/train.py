@@ -64,12 +64,11 @@ class StepBatchSampler:
         return self.total - self.start
 
     def __iter__(self) -> Iterator[list[int]]:
+        per_epoch = self.num_samples // self.batch_size
         for step in range(self.start, self.total):
             batch = batch_indices(step, self.batch_size, self.num_samples, self.seed)
             share = batch[self.dist.rank :: self.dist.world_size]
-            per_epoch = self.num_samples // self.batch_size
-            epoch = step // per_epoch
-            yield [(int(i), epoch) for i in share]
+            yield [(int(i), step // per_epoch) for i in share]
 
 
 def poly_lr(base_lr: float, step: int, total: int, power: float) -> float:
