@@ -36,6 +36,10 @@ class Checkpoint:
     dataset: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     train_state: dict[str, Any] | None = None  # step, optimizer, rng, best metric, train config
+    # The input size (height, width) the checkpoint's recorded mIoU was measured at: the largest
+    # validation image for a trained run, the dataset's usual evaluation size for an imported one.
+    # ``export`` builds bundles at this size by default, so a bundle keeps the checkpoint's mIoU.
+    eval_input_size: list[int] | None = None
     path: Path | None = None
 
     @property
@@ -56,6 +60,7 @@ class Checkpoint:
             "dataset": self.dataset,
             "metrics": self.metrics,
             "train_state": self.train_state,
+            "eval_input_size": None if self.eval_input_size is None else [int(v) for v in self.eval_input_size],
         }
 
     def build_model(self, output_stride: int | None = None):
@@ -126,6 +131,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
             dataset=str(data.get("dataset", "")),
             metrics=dict(data.get("metrics") or {}),
             train_state=data.get("train_state"),
+            eval_input_size=_size_or_none(data.get("eval_input_size")),
             path=path,
         )
     except (KeyError, TypeError) as exc:
@@ -135,3 +141,12 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
             f"{path}: model has {ckpt.model_config.num_classes} classes but names {len(ckpt.classes)}"
         )
     return ckpt
+
+
+def _size_or_none(value: Any) -> list[int] | None:
+    """A recorded [height, width], or None when absent (checkpoints written before it was recorded)."""
+    if value is None:
+        return None
+    if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value)):
+        raise TypeError(f"eval_input_size {value!r}")
+    return [int(v) for v in value]

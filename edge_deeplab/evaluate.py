@@ -27,7 +27,9 @@ def score_predictions(
 ) -> dict[str, Any]:
     """Run ``predict`` (uint8 HxWx3 image -> HxW class mask) over ``dataset`` and summarize.
 
-    Returns mIoU, per-class IoU, pixel accuracy and boundary mIoU for each trimap band width.
+    Returns mIoU, per-class IoU, pixel accuracy and boundary mIoU for each trimap band width, and
+    ``input_size``: the largest height and width among the scored images, the size a bundle must
+    take to see every one of them whole (what ``export`` defaults to).
     """
     metrics = SegmentationMetrics(dataset.classes, dataset.ignore_index, tuple(band_widths))
     count = len(dataset) if limit is None else min(limit, len(dataset))
@@ -36,11 +38,14 @@ def score_predictions(
         from tqdm import tqdm
 
         indices = tqdm(indices, desc=desc, unit="img", dynamic_ncols=True, file=sys.stderr, leave=False)
+    largest = [0, 0]
     for i in indices:
         sample = dataset[i]
+        largest = [max(largest[0], sample.image.shape[0]), max(largest[1], sample.image.shape[1])]
         metrics.update(predict(sample.image), sample.mask)
     summary = metrics.summary()
     summary["images"] = count
+    summary["input_size"] = largest
     return summary
 
 

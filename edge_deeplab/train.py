@@ -111,13 +111,31 @@ def _prepare_out_dir(out: Path, resume: bool, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def _no_decay_parameters(model) -> set[int]:
+    """ids of the parameters trained without weight decay: biases, BatchNorm and depthwise convs.
+
+    Depthwise kernels have 9 weights per channel; decaying them as hard as dense kernels (with
+    hundreds per output channel) shrinks them toward zero and costs accuracy, so the usual practice
+    (MobileNet, the DeepLab reference recipes) leaves them undecayed. That matters most for the
+    separable head, where every 3x3 conv of ASPP and decoder is depthwise.
+    """
+    import torch
+
+    skip = {id(p) for p in model.parameters() if p.ndim <= 1}
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels:
+            skip.add(id(module.weight))
+    return skip
+
+
 def _make_optimizer(model, config: TrainConfig):
-    """SGD with momentum; no weight decay on biases and BatchNorm parameters (the usual practice)."""
+    """SGD with momentum; no weight decay on biases, BatchNorm and depthwise convs (the usual practice)."""
     import torch
 
     decay, no_decay = [], []
+    skip = _no_decay_parameters(model)
     for param in model.parameters():
-        (no_decay if param.ndim <= 1 else decay).append(param)
+        (no_decay if id(param) in skip else decay).append(param)
     return torch.optim.SGD(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr,
@@ -125,8 +143,8 @@ def _make_optimizer(model, config: TrainConfig):
     )
 
 
-def _restore(path: Path, model, optimizer, scaler) -> tuple[int, float]:
-    """Load weights, optimizer, scaler and torch RNG from ``path``; return (step, best mIoU)."""
+def _restore(path: Path, model, optimizer, scaler) -> tuple[int, float, list[int] | None]:
+    """Load weights, optimizer, scaler and torch RNG from ``path``; return (step, best mIoU, eval size)."""
     import torch
 
     from edge_deeplab.checkpoint import load_checkpoint
@@ -144,7 +162,7 @@ def _restore(path: Path, model, optimizer, scaler) -> tuple[int, float]:
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["torch_rng"])
-    return int(state["step"]), float(state.get("best_miou", -1.0))
+    return int(state["step"]), float(state.get("best_miou", -1.0)), ckpt.eval_input_size
 
 
 def train(config: TrainConfig, resume: bool = False, force: bool = False) -> Path:
@@ -198,8 +216,9 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False) -> Pat
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
     start, best_miou = 0, -1.0
+    eval_input_size: list[int] | None = None  # known after the first validation
     if resume:
-        start, best_miou = _restore(out / "last.pt", model, optimizer, scaler if use_amp else None)
+        start, best_miou, eval_input_size = _restore(out / "last.pt", model, optimizer, scaler if use_amp else None)
         if start >= total:
             raise EdgeDeeplabError(f"{out / 'last.pt'} already finished its {total} steps")
 
@@ -234,6 +253,7 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False) -> Pat
             ignore_index=train_set.ignore_index,
             dataset=config.data,
             metrics=metrics,
+            eval_input_size=eval_input_size,
             train_state={
                 "step": step,
                 "total": total,
@@ -279,6 +299,7 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False) -> Pat
                 if dist.is_main:
                     metrics = evaluate_model(model, val_set, device=device, limit=config.val_images, progress=False)
                     model.train()
+                    eval_input_size = metrics["input_size"]
                     record = {"step": step, "loss": smooth_loss, "lr": lr, "seconds": round(time.perf_counter() - t0, 1), "miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"]}
                     with open(log_path, "a", encoding="utf-8") as fh:
                         fh.write(json.dumps(record) + "\n")

@@ -398,4 +398,13 @@ def import_vainf(
         ignore_index=255,
         dataset=recorded,
         metrics=metrics,
+        eval_input_size=_eval_size(dataset, recorded),
     )
+
+
+def _eval_size(dataset: str | None, recorded: str) -> list[int] | None:
+    """The usual evaluation size of the dataset named at import (VOC or Cityscapes), if any."""
+    from edge_deeplab.data.base import usual_eval_size
+
+    size = usual_eval_size(recorded) or (usual_eval_size(dataset) if dataset else None)
+    return None if size is None else list(size)

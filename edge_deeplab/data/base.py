@@ -138,3 +138,18 @@ def open_dataset(spec: str, split: str) -> SegmentationDataset:
         f"{spec} is not a dataset this version can read; give a dataset directory in a supported "
         "layout or 'synthetic'"
     )
+
+
+def usual_eval_size(spec: str) -> tuple[int, int] | None:
+    """The input size a published dataset is evaluated at (VOC 513x513, Cityscapes 1024x2048).
+
+    What an imported checkpoint, which carries no size of its own, was scored at by its authors;
+    ``None`` for datasets without a convention (synthetic, a plain folder).
+    """
+    from edge_deeplab.data import cityscapes, voc
+
+    if spec == "voc" or voc.detect(spec):
+        return voc.EVAL_SIZE
+    if spec == "cityscapes" or cityscapes.detect(spec):
+        return cityscapes.EVAL_SIZE
+    return None

@@ -23,6 +23,8 @@ from runtime.errors import EdgeDeeplabError
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 MASK_SUFFIX = "_gtFine_labelIds.png"
+# Cityscapes is evaluated at its full resolution.
+EVAL_SIZE = (1024, 2048)
 
 # (label id, class name, colour) of the 19 evaluated classes, in train id order.
 _TRAIN_LABELS: tuple[tuple[int, str, tuple[int, int, int]], ...] = (

@@ -29,6 +29,8 @@ VOC_CLASSES = [
 ]
 
 AUG_SPLIT = "train_aug"
+# The input size DeepLab evaluates VOC at (every VOC image is at most 500x500, padded to 513x513).
+EVAL_SIZE = (513, 513)
 
 
 def voc_colormap(n: int = 256) -> list[tuple[int, int, int]]:
