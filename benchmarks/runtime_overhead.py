@@ -53,12 +53,12 @@ def raw_session_call(seg: runtime.Segmenter, tensor: np.ndarray) -> Callable[[An
     """The backend library's own inference call on a prepared input, nothing of the runtime around it."""
     backend = seg.backend
     if backend.name == "onnxruntime":
-        session, feed, outputs = backend.session, {seg.manifest.input.name: tensor}, [seg.manifest.output_name]
+        session, feed, outputs = backend.session, {seg.manifest.input.name: tensor}, seg.manifest.outputs[:1]
         return lambda _image: session.run(outputs, feed)
     if backend.name == "openvino":
         request = backend.request
         return lambda _image: request.infer({0: tensor}, share_inputs=True)
-    return lambda _image: backend.run(tensor)  # TensorRT: the backend is the raw binding
+    return lambda _image: backend.run(tensor, seg.manifest.outputs[0])  # TensorRT: the backend is the raw binding
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from runtime.postprocess import mask_from_logits
 from runtime.preprocess import Placement, prepare_image
 
 
@@ -58,8 +57,3 @@ def prepare_samples(
         array, placement = prepare(sample.image, spec)
         out.append(PreparedImage(array, placement, getattr(sample, "mask", None), str(sample.name)))
     return out
-
-
-def logits_to_mask(logits: np.ndarray, placement: Placement) -> np.ndarray:
-    """1 x C x H x W logits -> class mask at the original image size, as the runtime makes it."""
-    return mask_from_logits(logits[0], placement)

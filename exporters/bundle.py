@@ -28,19 +28,23 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from calibration.inputs import InputSpecLite, PreparedImage, prepare_samples
+from runtime.preprocess import Placement
 from calibration.ranges import METHODS, compute_ranges
 from calibration.selection import CalibrationSet
 from exporters import qdq
 from exporters.guard import keep_drop_under
-from exporters.onnx import INPUT_NAME, MIN_OPSET, OUTPUT_NAME, export_onnx, torch_logits
+from exporters.onnx import INPUT_NAME, MIN_OPSET, export_onnx, min_input_side, torch_logits
 from exporters.sensitivity import rank_layers
 from exporters.verify import MIN_AGREEMENT, Validation, compare, ort_runner, points, require_agreement
 from runtime.errors import EdgeDeeplabError
 from runtime.files import atomic_dir, atomic_write_text, check_writable
-from runtime.manifest import TARGET_PRECISIONS, TARGETS, InputSpec, Manifest, write_manifest
+from runtime.manifest import LOGITS, OUTPUT_CHOICES, TARGET_PRECISIONS, TARGETS, InputSpec, Manifest, write_manifest
 
 DEFAULT_PRECISION = {"onnx": "fp32", "onnxruntime": "int8", "openvino": "fp32", "tensorrt": "fp32"}
 SENSITIVITY_IMAGES = 4  # images for the per-layer SQNR ranking: enough for a stable order
+# A bundle scoring this many mIoU points below its checkpoint (at the checkpoint's native size)
+# gets a warning naming the likely cause: more than INT8 or FP16 costs, so the input size is off.
+WARN_DROP_POINTS = 1.0
 
 
 def check_target(target: str, precision: str | None) -> str:
@@ -69,12 +73,17 @@ class CalibrationInput:
 
 @dataclass
 class ValidationInput:
-    """Labelled images for mIoU and the function computing mIoU (fraction) from predictions."""
+    """Labelled images for mIoU and the function computing mIoU (fraction) from predictions.
+
+    ``checkpoint_miou``: the checkpoint's own mIoU on the same images, each at its native size
+    (PyTorch, no resizing or padding), which the bundle's mIoU at its input size is held against.
+    """
 
     dataset: Sequence
     indices: Sequence[int]
     spec: str
     miou: Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], float]
+    checkpoint_miou: float | None = None
 
 
 @dataclass
@@ -94,7 +103,8 @@ class ExportRequest:
     verify_samples: Sequence  # a few real images (samples with .image, .name)
     ignore_index: int = 255
     dynamic: bool = False
-    uint8_input: bool = False
+    uint8_input: bool = True  # the graph normalizes; the device feeds decoded bytes
+    outputs: str = "mask"  # a key of runtime.manifest.OUTPUT_CHOICES
     opset: int = MIN_OPSET
     model_info: dict = field(default_factory=dict)
     source: dict = field(default_factory=dict)
@@ -112,8 +122,13 @@ def check_request(req: ExportRequest) -> None:
     check_writable(req.out, req.force)
     if req.opset < MIN_OPSET:
         raise EdgeDeeplabError(f"--opset must be {MIN_OPSET} or later, got {req.opset}")
-    if req.height < 33 or req.width < 33:
-        raise EdgeDeeplabError(f"input size {req.height}x{req.width} is too small; use at least 33x33")
+    if req.outputs not in OUTPUT_CHOICES:
+        raise EdgeDeeplabError(f"unknown --outputs {req.outputs!r}; choose one of {', '.join(OUTPUT_CHOICES)}")
+    stride = int(req.model_info.get("output_stride") or 32)
+    side = min_input_side(stride)
+    if req.height < side or req.width < side:
+        raise EdgeDeeplabError(f"input size {req.height}x{req.width} is too small for output stride {stride}; "
+                               f"use at least {side}x{side}")
     if not req.verify_samples:
         raise EdgeDeeplabError("no images to verify the export on; give --val-data or --calib-data")
     if req.precision == "int8":
@@ -173,7 +188,7 @@ class _Exporter:
         self.step(f"exporting FP32 ONNX (opset {req.opset}, {kind} {req.height}x{req.width}"
                   f"{', uint8 input' if req.uint8_input else ''})")
         export_onnx(req.model, self.fp32_path, req.height, req.width, req.dynamic, req.uint8_input,
-                    req.mean, req.std, req.opset)
+                    req.mean, req.std, req.opset, OUTPUT_CHOICES[req.outputs])
         self.verify_items = prepare_samples(req.verify_samples, range(len(req.verify_samples)), self.spec)
         sizes = [self.spec]
         if req.dynamic:  # a dynamic graph must also be right at sizes other than the export size
@@ -188,12 +203,12 @@ class _Exporter:
             items = self.verify_items if spec is self.spec else prepare_samples(
                 req.verify_samples, range(len(req.verify_samples)), spec)
             arrays = [i.array for i in items]
-            reference = torch_logits(req.model, arrays, req.uint8_input, req.mean, req.std)
+            reference = [{LOGITS: logits} for logits in torch_logits(req.model, arrays, req.uint8_input,
+                                                                    req.mean, req.std)]
             agreement = compare(reference, [fp32(a) for a in arrays])
             require_agreement(agreement, "fp32", "the exported ONNX")
             checks.append({"input_size": [spec.height, spec.width], **agreement.as_dict()})
-            req.log(f"    {spec.height}x{spec.width}: max |logit diff| {agreement.max_abs_diff:.2e}, "
-                    f"argmax agreement {agreement.argmax_agreement:.5f}")
+            req.log(f"    {spec.height}x{spec.width}: {agreement.describe()} against PyTorch's argmax")
         self.fp32_reference = [fp32(i.array) for i in self.verify_items]
         self.verification["onnx_vs_pytorch"] = {"reference": "pytorch", "min_agreement": 0.999, "checks": checks}
         self.fp32_run = fp32
@@ -201,8 +216,7 @@ class _Exporter:
     def check_against_fp32(self, run, precision: str, what: str) -> None:
         """FP16/INT8 checked against the FP32 graph: argmax agreement (and mIoU below)."""
         agreement = compare(self.fp32_reference, [run(i.array) for i in self.verify_items])
-        self.req.log(f"    vs FP32: max |logit diff| {agreement.max_abs_diff:.3g}, "
-                     f"argmax agreement {agreement.argmax_agreement:.4f}")
+        self.req.log(f"    vs FP32: {agreement.describe()}")
         require_agreement(agreement, precision, what)
         self.verification["vs_fp32"] = {"reference": "onnx fp32", **agreement.as_dict(),
                                         "min_agreement": MIN_AGREEMENT[precision]}
@@ -222,17 +236,30 @@ class _Exporter:
         return prepare_samples(c.dataset, c.chosen.indices, self.spec, "preparing calibration images")
 
     def record_accuracy(self, run, fp32_miou: float | None = None) -> None:
-        """mIoU of the bundle's model and of FP32 on the validation images, when given."""
-        validation = self.validation
+        """The bundle's mIoU on the validation images at its input size, held against the
+        checkpoint's at native size and (FP16/INT8) against the FP32 graph's; a warning names the
+        likely cause when the bundle loses more than :data:`WARN_DROP_POINTS` to the checkpoint."""
+        validation, req = self.validation, self.req
         if validation is None:
             return
-        self.step(f"measuring mIoU on {len(validation.items)} validation image(s)")
-        fp32_miou = validation.score(self.fp32_run) if fp32_miou is None else fp32_miou
+        self.step(f"scoring the bundle on {len(validation.items)} validation image(s) at {req.height}x{req.width}")
         miou = validation.score(run)
-        self.verification["miou"] = {"images": len(validation.items), "dataset": self.req.validation.spec,
-                                     "fp32": fp32_miou, self.req.precision: miou,
-                                     "drop_points": points(fp32_miou - miou)}
-        self.req.log(f"    mIoU {points(miou):.2f} (FP32 {points(fp32_miou):.2f}, drop {points(fp32_miou - miou):.2f} points)")
+        record: dict[str, Any] = {"images": len(validation.items), "dataset": req.validation.spec,
+                                  "input_size": [req.height, req.width], req.precision: miou}
+        message = f"    mIoU {points(miou):.2f} (bundle at {req.height}x{req.width})"
+        if req.precision != "fp32":
+            fp32_miou = validation.score(self.fp32_run) if fp32_miou is None else fp32_miou
+            record.update({"fp32": fp32_miou, "drop_points": points(fp32_miou - miou)})
+            message += f", FP32 graph {points(fp32_miou):.2f} (drop {points(fp32_miou - miou):.2f} points)"
+        native = req.validation.checkpoint_miou
+        if native is not None:
+            record.update({"checkpoint_native": native, "drop_vs_checkpoint_points": points(native - miou)})
+            message += f", checkpoint at native size {points(native):.2f}"
+        self.verification["miou"] = record
+        req.log(message)
+        if native is not None and points(native - miou) > WARN_DROP_POINTS:
+            req.log(f"warning: the bundle scores {points(native - miou):.1f} mIoU points below the checkpoint; "
+                    + size_advice([i.placement for i in validation.items], req.height, req.width))
 
     # -- INT8 through ONNX Runtime's quantizer (onnxruntime and tensorrt targets) --------------------
     def qdq_int8(self, flavor: str, dest: Path) -> None:
@@ -306,7 +333,9 @@ class _Exporter:
                 self.check_against_fp32(ort_runner(dest), "fp16", "the FP16 model")
                 self.record_accuracy(ort_runner(dest))
             else:
+                # FP32, or TensorRT FP16 (a build flag on the device): the bundle's ONNX is the verified graph.
                 shutil.copyfile(self.fp32_path, dest)
+                self.record_accuracy(self.fp32_run)
             files = {"model": dest.name}
             if target == "tensorrt":
                 files.update(self.tensorrt_extras(dest))
@@ -332,10 +361,9 @@ class _Exporter:
         # would mix its own rounding into what is a check of the IR file.
         run = ovx.ov_runner(ir, "f32")
         self.check_against_fp32(run, req.precision, f"the OpenVINO {req.precision} IR")
-        if req.precision != "fp32":
-            self.record_accuracy(run)
-            if req.precision == "int8" and "miou" in self.verification:
-                self.calibration_info["measured"] = dict(self.verification["miou"])
+        self.record_accuracy(run)
+        if req.precision == "int8" and "miou" in self.verification:
+            self.calibration_info["measured"] = dict(self.verification["miou"])
         self.verification["openvino_precision_hint"] = "f32"
         return files
 
@@ -381,7 +409,7 @@ class _Exporter:
             palette=[list(map(int, c)) for c in req.palette],
             mean=list(map(float, req.mean)),
             std=list(map(float, req.std)),
-            output_name=OUTPUT_NAME,
+            outputs=list(OUTPUT_CHOICES[req.outputs]),
             ignore_index=int(req.ignore_index),
             model={**req.model_info, "input_size": [req.height, req.width], "dynamic": req.dynamic,
                    "opset": req.opset, "num_classes": len(req.classes)},
@@ -391,6 +419,21 @@ class _Exporter:
             tools=tool_versions(req.target),
             extra=self.extra,
         )
+
+
+def size_advice(placements: Sequence[Placement], height: int, width: int) -> str:
+    """The likely cause of a bundle losing mIoU to its checkpoint, and the flag that changes it."""
+    shrunk = sum(p.scaled_h < p.orig_h or p.scaled_w < p.orig_w for p in placements)
+    padded = sum(p.scaled_h < p.input_h or p.scaled_w < p.input_w for p in placements)
+    largest = (max(p.orig_h for p in placements), max(p.orig_w for p in placements))
+    fix = f"export with --input-size {largest[0]}x{largest[1]} (the largest validation image) or --dynamic"
+    if shrunk:
+        return (f"{shrunk} of {len(placements)} images are larger than the {height}x{width} input and were shrunk "
+                f"to fit (then padded): {fix}")
+    if padded:
+        return (f"{padded} of {len(placements)} images are smaller than the {height}x{width} input and run padded, "
+                f"which the model never saw in training: {fix}")
+    return "the images fill the input exactly, so the loss comes from the precision: try --max-drop"
 
 
 def export_bundle(req: ExportRequest) -> Path:

@@ -10,6 +10,13 @@ identity removal) the graph is the same size as the dynamo exporter's: Conv/Clip
 three Resizes and, for a dynamic model, a handful of shape ops. Weights are always stored inside
 the one file (no external data), which every downstream tool here (ORT quantization, OpenVINO,
 trtexec) reads without surprises.
+
+The graph ends the way a device wants it (:class:`DeployModel`): it can take uint8 RGB and
+normalize inside, and it returns the class mask (``ArgMax`` over the classes of the logits that
+the model already upsamples to input size, then ``Cast`` to uint8), the logits, or both. ArgMax
+and Cast to uint8 as a network output are in TensorRT 10's ONNX operator table, and OpenVINO and
+ONNX Runtime run them; the argmax then happens on the accelerator and one byte per pixel is copied
+back instead of C floats.
 """
 
 from __future__ import annotations
@@ -23,31 +30,50 @@ import numpy as np
 
 from runtime.errors import EdgeDeeplabError
 from runtime.files import atomic_write_bytes
+from runtime.manifest import LOGITS, MASK
 
 INPUT_NAME = "image"
-OUTPUT_NAME = "logits"
 MIN_OPSET = 17
 
 
-def _normalizing_wrapper(model, mean: Sequence[float], std: Sequence[float]):
-    """Wrap ``model`` so it takes uint8 RGB NCHW and normalizes inside the graph.
+def min_input_side(output_stride: int) -> int:
+    """The smallest input height/width a model at ``output_stride`` runs on: one pixel more than
+    the stride, so the encoder's last feature map is at least 2x2 (each stride-2 conv halves a
+    side, rounding up) and ASPP's image pooling has more than one cell to average."""
+    return output_stride + 1
 
-    Folding ``(x / 255 - mean) / std`` into the graph lets a device feed camera bytes straight in
-    (no float conversion on the host) and makes the model's input 4x smaller to copy.
+
+def deploy_model(model, uint8_input: bool, outputs: Sequence[str], mean: Sequence[float], std: Sequence[float]):
+    """Wrap ``model`` into the graph a bundle ships: input handling in front, the mask at the end.
+
+    ``uint8_input`` folds ``(x / 255 - mean) / std`` into the graph, so a device feeds decoded bytes
+    straight in (no float conversion on the host, a 4x smaller input to copy). ``outputs`` names
+    the graph outputs in order: ``mask`` (argmax over classes, uint8 up to 256 classes, else
+    int32) and/or ``logits``.
     """
     import torch
 
-    class NormalizedInput(torch.nn.Module):
+    class DeployModel(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
-            self.register_buffer("offset", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
-            self.register_buffer("scale", 1.0 / (torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0))
+            self.uint8_input = uint8_input
+            self.outputs = tuple(outputs)
+            if uint8_input:
+                self.register_buffer("offset", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+                self.register_buffer("scale", 1.0 / (torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0))
 
         def forward(self, image):
-            return self.model((image.to(torch.float32) - self.offset) * self.scale)
+            if self.uint8_input:
+                image = (image.to(torch.float32) - self.offset) * self.scale
+            logits = self.model(image)
+            named = {LOGITS: logits}
+            if MASK in self.outputs:  # the class count is static, so this is decided at export time
+                named[MASK] = logits.argmax(dim=1).to(torch.uint8 if logits.shape[1] <= 256 else torch.int32)
+            result = tuple(named[name] for name in self.outputs)
+            return result if len(result) > 1 else result[0]
 
-    return NormalizedInput().eval()
+    return DeployModel().eval()
 
 
 def export_onnx(
@@ -60,11 +86,13 @@ def export_onnx(
     mean: Sequence[float] = (0.485, 0.456, 0.406),
     std: Sequence[float] = (0.229, 0.224, 0.225),
     opset: int = MIN_OPSET,
+    outputs: Sequence[str] = (MASK,),
 ) -> Path:
     """Export an eval-mode model to ``dest`` (written atomically) and return the path.
 
     ``dynamic`` makes batch, height and width symbolic (``batch``, ``height``, ``width``);
-    otherwise the input is fixed at 1 x 3 x ``height`` x ``width``.
+    otherwise the input is fixed at 1 x 3 x ``height`` x ``width``. ``outputs``: see
+    :func:`deploy_model`.
     """
     import onnx
     import torch
@@ -72,13 +100,13 @@ def export_onnx(
 
     if opset < MIN_OPSET:
         raise EdgeDeeplabError(f"--opset must be {MIN_OPSET} or later (Resize and ReduceMean as used here), got {opset}")
-    model = model.eval()
+    model = deploy_model(model.eval(), uint8_input, outputs, mean, std)
     if uint8_input:
-        model = _normalizing_wrapper(model, mean, std)
         example = torch.randint(0, 256, (1, 3, height, width), dtype=torch.uint8)
     else:
         example = torch.randn(1, 3, height, width)
     axes = {0: "batch", 2: "height", 3: "width"}
+    output_axes = {LOGITS: axes, MASK: {0: "batch", 1: "height", 2: "width"}}
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice, not actionable here
@@ -89,8 +117,8 @@ def export_onnx(
             dynamo=False,
             opset_version=opset,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes} if dynamic else None,
+            output_names=list(outputs),
+            dynamic_axes={INPUT_NAME: axes, **{name: output_axes[name] for name in outputs}} if dynamic else None,
             do_constant_folding=True,
         )
     proto = optimize(onnx.load_from_string(buffer.getvalue()))
@@ -103,8 +131,7 @@ def torch_logits(model, arrays: Sequence[np.ndarray], uint8_input: bool, mean, s
     """The PyTorch reference logits for prepared inputs (the verification baseline)."""
     import torch
 
-    if uint8_input:
-        model = _normalizing_wrapper(model, mean, std)
+    model = deploy_model(model, uint8_input, (LOGITS,), mean, std)
     out = []
     with torch.no_grad():
         for array in arrays:

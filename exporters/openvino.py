@@ -22,7 +22,7 @@ import numpy as np
 
 from calibration.inputs import PreparedImage
 from calibration.nncf_data import nncf_dataset
-from exporters.verify import Runner, Validation
+from exporters.verify import Outputs, Runner, Validation
 from runtime.telemetry import disable_telemetry
 
 IR_NAME = "model.xml"
@@ -56,10 +56,17 @@ def ov_runner(model, precision_hint: str | None = "f32", threads: int = 0) -> Ru
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = ov.Core().compile_model(model, "CPU", config)
-    request = compiled.create_infer_request()
+    return _request_runner(compiled)
 
-    def run(array: np.ndarray) -> np.ndarray:
-        return np.asarray(request.infer([array])[0], dtype=np.float32)
+
+def _request_runner(compiled) -> Runner:
+    """A compiled model as a Runner: one infer request, outputs by their tensor names."""
+    request = compiled.create_infer_request()
+    names = [port.get_any_name() for port in compiled.outputs]
+
+    def run(array: np.ndarray) -> Outputs:
+        result = request.infer([array])
+        return {name: np.asarray(result[i]) for i, name in enumerate(names)}
 
     return run
 
@@ -90,10 +97,7 @@ def quantize_int8(
         raise ValueError("accuracy control needs a validation set")
 
     def validate(compiled_model, items) -> float:
-        request = compiled_model.create_infer_request()
-        run = lambda array: np.asarray(request.infer([array])[0], dtype=np.float32)  # noqa: E731
-        chosen = list(items)
-        return Validation(chosen, validation.miou).score(run)
+        return Validation(list(items), validation.miou).score(_request_runner(compiled_model))
 
     quantized = nncf.quantize_with_accuracy_control(
         model,

@@ -1,9 +1,12 @@
 """Checking an exported model against its reference, and scoring it on labelled images.
 
-Every bundle is checked before it is written: an FP32 graph must reproduce PyTorch (max abs logit
-difference, argmax agreement), an FP16/INT8 model must agree with the FP32 graph it came from, and
-where a validation set is given, its mIoU is measured against the FP32 graph's. These numbers go
-into the manifest so a user can see what "verified" meant.
+Every bundle is checked before it is written: an FP32 graph must reproduce PyTorch (the class
+masks agree pixel for pixel, and the logits where the graph returns them), an FP16/INT8 model must
+agree with the FP32 graph it came from, and its mIoU is measured on labelled images. These numbers
+go into the manifest so a user can see what "verified" meant.
+
+A model run here returns its graph outputs by name (``mask`` and/or ``logits``); a reference (the
+PyTorch logits) may have more outputs than the bundle's graph, and is compared on what both have.
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from calibration.inputs import PreparedImage, logits_to_mask
+from calibration.inputs import PreparedImage
 from runtime.errors import EdgeDeeplabError
+from runtime.manifest import LOGITS, MASK
+from runtime.postprocess import argmax_classes, restore_mask
+from runtime.preprocess import Placement
 
-Runner = Callable[[np.ndarray], np.ndarray]  # 1 x 3 x H x W input -> 1 x C x H x W logits
+Outputs = dict[str, np.ndarray]  # graph output name -> array for a batch of one
+Runner = Callable[[np.ndarray], Outputs]  # 1 x 3 x H x W input -> the model's outputs
 # Minimum argmax agreement with the reference, per precision. FP32 must match PyTorch almost
 # exactly (only float reassociation differs); FP16 loses ~3 decimal digits, near class boundaries
 # only; INT8 is judged by mIoU (the accuracy guard), the floor here only catches a broken graph
@@ -34,46 +41,77 @@ def ort_runner(model_path: str | Path, threads: int = 0) -> Runner:
     options.log_severity_level = 3
     session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
+    names = [o.name for o in session.get_outputs()]
 
-    def run(array: np.ndarray) -> np.ndarray:
-        return session.run(None, {input_name: array})[0].astype(np.float32, copy=False)
+    def run(array: np.ndarray) -> Outputs:
+        return dict(zip(names, session.run(names, {input_name: array})))
 
     return run
 
 
+def mask_of(outputs: Outputs) -> np.ndarray:
+    """N x H x W class indices: the graph's own mask, else the argmax of its logits (first class
+    wins ties, as in the graph's ArgMax)."""
+    if MASK in outputs:
+        return np.asarray(outputs[MASK])
+    return np.stack([argmax_classes(np.asarray(row)) for row in outputs[LOGITS]])
+
+
+def outputs_to_mask(outputs: Outputs, placement: Placement) -> np.ndarray:
+    """A batch-of-one model output -> the class mask at the original image size, as the runtime makes it."""
+    return restore_mask(mask_of(outputs)[0], placement)
+
+
 @dataclass
 class Agreement:
-    """How closely a model's logits follow a reference's on the same inputs."""
+    """How closely a model's outputs follow a reference's on the same inputs.
+
+    ``argmax_agreement``: the fraction of pixels given the same class (the model's mask against
+    the reference's argmax). ``max_abs_diff``: the largest logit difference, or None when the
+    tested model returns no logits (a mask-only bundle).
+    """
 
     images: int
-    max_abs_diff: float
+    max_abs_diff: float | None
     argmax_agreement: float
 
     def as_dict(self) -> dict:
         return {"images": self.images, "max_abs_diff": self.max_abs_diff, "argmax_agreement": self.argmax_agreement}
 
+    def describe(self) -> str:
+        logits = "" if self.max_abs_diff is None else f"max |logit diff| {self.max_abs_diff:.3g}, "
+        return f"{logits}mask agreement {self.argmax_agreement:.5f}"
 
-def compare(reference: Sequence[np.ndarray], test: Sequence[np.ndarray]) -> Agreement:
-    """Max abs logit difference and the fraction of pixels whose argmax class is the same."""
+
+def compare(reference: Sequence[Outputs], test: Sequence[Outputs]) -> Agreement:
+    """Mask agreement, and the max abs logit difference where both sides have logits."""
     if len(reference) != len(test) or not reference:
         raise ValueError("compare() needs the same, non-zero number of reference and test outputs")
-    max_diff, same, total = 0.0, 0, 0
+    max_diff: float | None = 0.0 if all(LOGITS in r and LOGITS in t for r, t in zip(reference, test)) else None
+    same, total = 0, 0
     for ref, out in zip(reference, test):
-        if ref.shape != out.shape:
-            raise EdgeDeeplabError(f"exported model returns logits of shape {out.shape}, expected {ref.shape}")
-        max_diff = max(max_diff, float(np.max(np.abs(ref.astype(np.float32) - out.astype(np.float32)))))
-        same += int(np.count_nonzero(ref.argmax(axis=1) == out.argmax(axis=1)))
-        total += ref.shape[0] * ref.shape[2] * ref.shape[3]
+        ref_mask, out_mask = mask_of(ref), mask_of(out)
+        if ref_mask.shape != out_mask.shape:
+            raise EdgeDeeplabError(f"exported model returns masks of shape {out_mask.shape}, expected {ref_mask.shape}")
+        if max_diff is not None:
+            if ref[LOGITS].shape != out[LOGITS].shape:
+                raise EdgeDeeplabError(f"exported model returns logits of shape {out[LOGITS].shape}, "
+                                       f"expected {ref[LOGITS].shape}")
+            diff = np.abs(ref[LOGITS].astype(np.float32) - out[LOGITS].astype(np.float32))
+            max_diff = max(max_diff, float(np.max(diff)))
+        same += int(np.count_nonzero(ref_mask == out_mask))
+        total += ref_mask.size
     return Agreement(len(reference), max_diff, same / total)
 
 
 def require_agreement(agreement: Agreement, precision: str, what: str) -> None:
     """Fail the export (nothing is written) when a model disagrees with its reference."""
     floor = MIN_AGREEMENT[precision]
-    if not np.isfinite(agreement.max_abs_diff) or agreement.argmax_agreement < floor:
+    finite = agreement.max_abs_diff is None or np.isfinite(agreement.max_abs_diff)
+    if not finite or agreement.argmax_agreement < floor:
         raise EdgeDeeplabError(
-            f"{what} disagrees with its reference: argmax agreement {agreement.argmax_agreement:.4f} "
-            f"< {floor} (max abs logit difference {agreement.max_abs_diff:.3g}); the bundle was not written"
+            f"{what} disagrees with its reference: {agreement.describe()}, below the floor of {floor}; "
+            "the bundle was not written"
         )
 
 
@@ -90,7 +128,7 @@ class Validation:
     miou: Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], float]
 
     def predictions(self, run: Runner) -> list[np.ndarray]:
-        return [logits_to_mask(run(item.array), item.placement) for item in self.items]
+        return [outputs_to_mask(run(item.array), item.placement) for item in self.items]
 
     def score(self, run: Runner) -> float:
         """mIoU in [0, 1] of a model on these images (masks at the original image size)."""

@@ -16,8 +16,15 @@ from typing import Any
 from runtime.errors import BundleError
 from runtime.files import atomic_write_text, sha256_file
 
-SCHEMA_VERSION = 1
+# 2: ``outputs`` (the model's named outputs: a class mask, logits or both) replaces ``output_name``.
+# Version 1 manifests (logits only) are still read.
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "model.json"
+
+MASK = "mask"  # N x H x W class indices (uint8 up to 256 classes, else int32): ArgMax inside the graph
+LOGITS = "logits"  # N x C x H x W float scores at the input size, for soft outputs and evaluation
+# ``export --outputs`` choice -> the graph outputs it gives, in order.
+OUTPUT_CHOICES: dict[str, tuple[str, ...]] = {"mask": (MASK,), "logits": (LOGITS,), "both": (MASK, LOGITS)}
 
 TARGETS = ("onnx", "onnxruntime", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -66,7 +73,7 @@ class Manifest:
     palette: list[list[int]]
     mean: list[float]
     std: list[float]
-    output_name: str = "logits"
+    outputs: list[str] = field(default_factory=lambda: [LOGITS])  # graph outputs, see OUTPUT_CHOICES
     ignore_index: int = 255
     model: dict[str, Any] = field(default_factory=dict)  # backbone, output_stride, decoder, num_classes
     source: dict[str, Any] = field(default_factory=dict)  # checkpoint path and sha256
@@ -81,12 +88,23 @@ class Manifest:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def has_mask(self) -> bool:
+        """The graph returns the class mask itself (no argmax on the host)."""
+        return MASK in self.outputs
+
+    @property
+    def has_logits(self) -> bool:
+        return LOGITS in self.outputs
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Manifest":
         data = dict(data)
+        if "output_name" in data:  # schema 1: one output, the logits
+            data["outputs"] = [data.pop("output_name")]
         data["input"] = InputSpec(**data.get("input", {}))
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
@@ -144,6 +162,8 @@ def read_manifest(bundle_dir: str | Path, verify_files: bool = True) -> Manifest
         raise BundleError(f"{path}: unknown target {manifest.target!r}")
     if manifest.precision not in TARGET_PRECISIONS[manifest.target]:
         raise BundleError(f"{path}: target {manifest.target} has no precision {manifest.precision!r}")
+    if not manifest.outputs or any(name not in (MASK, LOGITS) for name in manifest.outputs):
+        raise BundleError(f"{path}: outputs {manifest.outputs!r} must name {MASK!r}, {LOGITS!r} or both")
     if verify_files:
         for name, digest in manifest.checksums.items():
             file = bundle_dir / name

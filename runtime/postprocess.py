@@ -47,6 +47,20 @@ def mask_from_logits(logits: np.ndarray, placement) -> np.ndarray:
     return resize_mask(mask, placement.orig_h, placement.orig_w).astype(mask_dtype(logits.shape[0]), copy=False)
 
 
+def restore_mask(mask: np.ndarray, placement) -> np.ndarray:
+    """H x W class mask at model input size -> the original image's size, padding cropped away.
+
+    For bundles whose graph takes the argmax: the host's whole per-pixel share is this crop and a
+    nearest resize (none at all when the image filled the input), on one byte per pixel.
+    """
+    from runtime.images import resize_mask
+
+    valid = mask[: placement.scaled_h, : placement.scaled_w]
+    if (placement.scaled_h, placement.scaled_w) == (placement.orig_h, placement.orig_w):
+        return valid.copy()  # the backend may reuse its output buffer on the next call
+    return resize_mask(valid, placement.orig_h, placement.orig_w)
+
+
 def palette_array(palette: Sequence[Sequence[int]], size: int = 256) -> np.ndarray:
     """``size`` x 3 uint8 lookup table; classes beyond the palette (e.g. 255 = ignore) are black."""
     table = np.zeros((max(size, len(palette)), 3), dtype=np.uint8)

@@ -2,7 +2,12 @@
 
 The segmenter owns everything around the backend call: converting the picture to RGB bytes,
 fitting it to the model input (per the manifest's shape and resize mode), normalizing, and
-mapping the logits back onto the original pixels. Backends only run tensors.
+mapping the model's output back onto the original pixels. Backends only run tensors.
+
+A bundle's graph returns the class mask (``outputs`` has ``mask``: ArgMax inside the graph, the
+default export), logits, or both. With a mask the host only crops the padding and resizes the
+mask to the image (nearest); the per-pixel argmax over C classes, and copying C float planes off
+the accelerator, are the graph's business. Logits-only bundles get the argmax here.
 """
 
 from __future__ import annotations
@@ -13,11 +18,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from runtime.backends import Backend, open_backend
-from runtime.errors import BundleError
+from runtime.errors import BundleError, EdgeDeeplabError
 from runtime.images import resize_logits
-from runtime.manifest import Manifest, read_manifest
+from runtime.manifest import LOGITS, MASK, Manifest, read_manifest
 from runtime.options import RuntimeOptions
-from runtime.postprocess import argmax_classes, mask_from_logits
+from runtime.postprocess import argmax_classes, mask_from_logits, restore_mask
 from runtime.preprocess import Placement, prepare_image
 
 
@@ -31,6 +36,8 @@ class Segmenter:
         self.options = options
         self.palette = manifest.palette
         self.classes = manifest.classes
+        if options.upsample == "logits" and not manifest.has_logits:
+            raise EdgeDeeplabError(_needs_logits(bundle_dir, "upsample='logits' (bilinear logits before the argmax)"))
 
     # -- the public calls -------------------------------------------------------------------
     def predict(self, image: np.ndarray) -> np.ndarray:
@@ -39,16 +46,23 @@ class Segmenter:
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Masks for several images; images that fit the same input size share one backend call."""
-        return self._infer(images, self._to_mask)
+        if self.manifest.has_mask and self.options.upsample == "mask":
+            return self._infer(images, MASK, restore_mask)
+        return self._infer(images, LOGITS, self._to_mask)
 
     def logits(self, image: np.ndarray) -> np.ndarray:
-        """float32 C x H x W logits at the image's size (bilinear), for evaluation or soft outputs."""
+        """float32 C x H x W logits at the image's size (bilinear), for evaluation or soft outputs.
+
+        Only bundles exported with ``--outputs logits`` or ``both`` have them.
+        """
+        if not self.manifest.has_logits:
+            raise EdgeDeeplabError(_needs_logits(self.bundle_dir, "logits (soft output)"))
 
         def crop_and_resize(logits: np.ndarray, placement: Placement) -> np.ndarray:
             valid = np.asarray(logits[:, : placement.scaled_h, : placement.scaled_w], dtype=np.float32)
             return resize_logits(valid, placement.orig_h, placement.orig_w).copy()
 
-        return self._infer([image], crop_and_resize)[0]
+        return self._infer([image], LOGITS, crop_and_resize)[0]
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
         """One image -> (3 x h x w model input, where it was placed)."""
@@ -74,8 +88,10 @@ class Segmenter:
         )
 
     # -- internals ---------------------------------------------------------------------------
-    def _infer(self, images: Sequence[np.ndarray], finish: Callable[[np.ndarray, Placement], Any]) -> list[Any]:
-        """Run the images through the backend and ``finish`` each image's logits, in input order.
+    def _infer(
+        self, images: Sequence[np.ndarray], output: str, finish: Callable[[np.ndarray, Placement], Any]
+    ) -> list[Any]:
+        """Run the images through the backend and ``finish`` each image's ``output``, in input order.
 
         ``finish`` is called right after each backend call, because a backend may reuse its
         output buffer on the next call; this avoids copying every output.
@@ -89,23 +105,25 @@ class Segmenter:
         for indices in groups.values():
             for start in range(0, len(indices), chunk):
                 part = indices[start : start + chunk]
-                batch = np.stack([prepared[i][0] for i in part])
+                # One image (the video and camera case) goes in without the copy np.stack makes.
+                batch = prepared[part[0]][0][None] if len(part) == 1 else np.stack([prepared[i][0] for i in part])
                 if self.backend.batch_size and len(part) < self.backend.batch_size:
                     filler = np.zeros((self.backend.batch_size - len(part), *batch.shape[1:]), dtype=batch.dtype)
                     batch = np.concatenate([batch, filler])
-                logits = self.backend.run(batch)
-                if logits.ndim != 4 or logits.shape[0] != batch.shape[0]:
-                    raise BundleError(
-                        f"{self.bundle_dir}: model output has shape {logits.shape}, expected N x C x H x W"
-                    )
+                result = self.backend.run(batch, output)
+                rank = 3 if output == MASK else 4
+                if result.ndim != rank or result.shape[0] != batch.shape[0]:
+                    expected = "N x H x W" if output == MASK else "N x C x H x W"
+                    raise BundleError(f"{self.bundle_dir}: model output {output!r} has shape {result.shape}, "
+                                      f"expected {expected}")
                 for row, i in enumerate(part):
                     placement = prepared[i][1]
-                    if logits.shape[2:] != (placement.input_h, placement.input_w):
+                    if result.shape[-2:] != (placement.input_h, placement.input_w):
                         raise BundleError(
-                            f"{self.bundle_dir}: logits are {logits.shape[2]}x{logits.shape[3]} for an input of "
-                            f"{placement.input_h}x{placement.input_w}; the runtime expects logits at input size"
+                            f"{self.bundle_dir}: {output} is {result.shape[-2]}x{result.shape[-1]} for an input of "
+                            f"{placement.input_h}x{placement.input_w}; the runtime expects it at input size"
                         )
-                    results[i] = finish(logits[row], placement)
+                    results[i] = finish(result[row], placement)
         return results
 
     def _to_mask(self, logits: np.ndarray, placement: Placement) -> np.ndarray:
@@ -115,6 +133,11 @@ class Segmenter:
             full = resize_logits(np.asarray(valid, dtype=np.float32), placement.orig_h, placement.orig_w)
             return argmax_classes(full)
         return mask_from_logits(logits, placement)
+
+
+def _needs_logits(bundle_dir: Path, what: str) -> str:
+    return (f"{bundle_dir} returns class masks only, so it has no {what}; export it with --outputs logits "
+            "(or both) for soft outputs")
 
 
 def load(bundle_dir: str | Path, verify: bool = True, **options: Any) -> Segmenter:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from calibration.folder import ImageFolder
-from calibration.inputs import InputSpecLite, logits_to_mask, prepare
+from calibration.inputs import InputSpecLite, prepare
 from calibration.selection import select_calibration_set
 from runtime.errors import EdgeDeeplabError
 from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -101,13 +101,17 @@ def test_prepare_matches_runtime_fit_pad_normalize():
     np.testing.assert_allclose((raw[0, :, :, :20].astype(np.float32) - mean) / std, array[0, :, :, :20], atol=1e-5)
 
 
-def test_logits_to_mask_crops_padding_and_restores_size():
+def test_outputs_to_mask_crops_padding_and_restores_size():
+    from exporters.verify import outputs_to_mask
+
     image = np.zeros((66, 40, 3), np.uint8)
     _, placement = prepare(image, SPEC)
     logits = np.zeros((1, 3, 33, 49), np.float32)
     logits[0, 2, :, :20] = 1.0  # class 2 on the image area, class 0 on the padding
-    mask = logits_to_mask(logits, placement)
-    assert mask.shape == (66, 40) and np.all(mask == 2)
+    from_logits = outputs_to_mask({"logits": logits}, placement)
+    from_mask = outputs_to_mask({"mask": logits.argmax(axis=1).astype(np.uint8)}, placement)
+    assert from_logits.shape == (66, 40) and np.all(from_logits == 2)
+    np.testing.assert_array_equal(from_mask, from_logits)
 
 
 def _tiny_onnx(path):

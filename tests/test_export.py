@@ -51,10 +51,12 @@ def onnx_ops(path: Path) -> list[str]:
 
 def test_static_fp32_onnx_matches_pytorch_and_manifest_is_complete(checkpoint, tmp_path):
     out = tmp_path / "b"
-    assert export(checkpoint, "--target", "onnx", "--input-size", SIZE, "--val-data", VAL, "--out", out) == 0
+    assert export(checkpoint, "--target", "onnx", "--input-size", SIZE, "--val-data", VAL, "--outputs", "both",
+                  "--float-input", "--out", out) == 0
     manifest = read_manifest(out)
     assert manifest.precision == "fp32" and manifest.files == {"model": "model.onnx"}
     assert manifest.input.shape == [1, 3, 65, 65] and manifest.input.dtype == "float32"
+    assert manifest.outputs == ["mask", "logits"]
     assert manifest.model["backbone"] == "mobilenetv2" and manifest.model["output_stride"] == 16
     assert manifest.source["sha256"] and Path(manifest.source["checkpoint"]).name == "tiny.pt"
     assert manifest.tools["onnxruntime"] and manifest.tools["torch"]
@@ -77,7 +79,7 @@ def test_dynamic_onnx_is_right_at_other_sizes_and_output_stride_switch(checkpoin
 
     out = tmp_path / "dyn"
     assert export(checkpoint, "--target", "onnx", "--dynamic", "--output-stride", 8, "--input-size", SIZE,
-                  "--val-data", VAL, "--out", out) == 0
+                  "--val-data", VAL, "--outputs", "both", "--float-input", "--out", out) == 0
     manifest = read_manifest(out)
     assert manifest.input.shape == [None, 3, None, None] and manifest.model["output_stride"] == 8
     assert len(manifest.verification["onnx_vs_pytorch"]["checks"]) == 2
@@ -87,7 +89,9 @@ def test_dynamic_onnx_is_right_at_other_sizes_and_output_stride_switch(checkpoin
     rng = np.random.default_rng(0)
     for h, w in [(33, 97), (81, 47)]:
         x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
-        agreement = compare(torch_logits(model, [x], False, None, None), [run(x)])
+        outputs = run(x)
+        assert outputs["mask"].shape == (1, h, w) and outputs["mask"].dtype == np.uint8
+        agreement = compare([{"logits": torch_logits(model, [x], False, None, None)[0]}], [outputs])
         assert agreement.max_abs_diff < 1e-3 and agreement.argmax_agreement >= 0.999
 
 
@@ -97,9 +101,9 @@ def test_uint8_input_folds_normalization_into_the_graph(checkpoint, tmp_path):
     from exporters.verify import ort_runner
 
     floats, raw = tmp_path / "f", tmp_path / "u"
-    assert export(checkpoint, "--target", "onnx", "--input-size", SIZE, "--val-data", VAL, "--out", floats) == 0
-    assert export(checkpoint, "--target", "onnx", "--input-size", SIZE, "--val-data", VAL, "--uint8-input",
-                  "--out", raw) == 0
+    common = ("--target", "onnx", "--input-size", SIZE, "--val-data", VAL, "--val-images", 2, "--outputs", "logits")
+    assert export(checkpoint, *common, "--float-input", "--out", floats) == 0
+    assert export(checkpoint, *common, "--out", raw) == 0  # uint8 input is the default
     manifest = read_manifest(raw)
     assert manifest.input.dtype == "uint8"
     from runtime.images import resize_image
@@ -109,8 +113,8 @@ def test_uint8_input_folds_normalization_into_the_graph(checkpoint, tmp_path):
     mean, std = tuple(manifest.mean), tuple(manifest.std)
     x_float, _ = prepare(image, InputSpecLite(65, 65, "float32", mean, std))
     x_raw, _ = prepare(image, InputSpecLite(65, 65, "uint8", mean, std))
-    np.testing.assert_allclose(ort_runner(raw / "model.onnx")(x_raw), ort_runner(floats / "model.onnx")(x_float),
-                               rtol=1e-3, atol=5e-3)
+    np.testing.assert_allclose(ort_runner(raw / "model.onnx")(x_raw)["logits"],
+                               ort_runner(floats / "model.onnx")(x_float)["logits"], rtol=1e-3, atol=5e-3)
 
 
 def test_fp16_onnx_is_checked_against_fp32(checkpoint, tmp_path):
@@ -120,6 +124,73 @@ def test_fp16_onnx_is_checked_against_fp32(checkpoint, tmp_path):
     manifest = read_manifest(out)
     assert manifest.verification["vs_fp32"]["argmax_agreement"] >= 0.99
     assert abs(manifest.verification["miou"]["drop_points"]) < 1.0
+
+
+# -- what a default export ships ------------------------------------------------------------------
+
+def test_default_bundle_takes_bytes_returns_the_mask_and_keeps_the_checkpoint_size(checkpoint, tmp_path, capsys):
+    import onnx
+
+    import runtime
+    from edge_deeplab.data.base import open_dataset
+
+    out = tmp_path / "default"
+    assert export(checkpoint, "--target", "onnx", "--out", out) == 0
+    err = capsys.readouterr().err
+    # The tiny checkpoint records no evaluation size: the largest of its dataset's validation images.
+    assert "input size 64x64: the largest of the validation images" in err
+    manifest = read_manifest(out)
+    assert manifest.input.shape == [1, 3, 64, 64] and manifest.input.dtype == "uint8"
+    assert manifest.outputs == ["mask"] and manifest.schema_version == 2
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert [o.name for o in graph.output] == ["mask"]
+    assert [n.op_type for n in graph.node][-2:] == ["ArgMax", "Cast"]
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    (check,) = manifest.verification["onnx_vs_pytorch"]["checks"]
+    assert check["argmax_agreement"] >= 0.999 and check["max_abs_diff"] is None
+    miou = manifest.verification["miou"]
+    assert miou["images"] == 12 and miou["input_size"] == [64, 64] and miou["dataset"] == VAL
+    assert abs(miou["drop_vs_checkpoint_points"]) < 1.0 and "warning" not in err
+    image = open_dataset(VAL, "val")[0].image
+    with runtime.load(out) as seg:
+        mask = seg.predict(image)
+        assert mask.shape == image.shape[:2] and mask.dtype == np.uint8
+        with pytest.raises(EdgeDeeplabError, match="--outputs logits"):
+            seg.logits(image)
+    # evaluate scores the mask bundle through the runtime: the same figure the export measured.
+    from edge_deeplab.cli import main
+
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", VAL, "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["miou"] == pytest.approx(miou["fp32"], abs=1e-9)
+    # A soft-output option on a mask bundle is one line, not a failure deep inside.
+    from PIL import Image
+
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    assert main(["infer", str(out), str(tmp_path / "photo.png"), "--upsample", "logits", "--out", str(tmp_path / "i")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("for soft outputs")
+
+
+def test_default_size_is_the_one_the_checkpoint_was_evaluated_at(checkpoint, tmp_path, capsys):
+    from edge_deeplab.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    ckpt.eval_input_size = [48, 40]
+    sized = save_checkpoint(ckpt, tmp_path / "sized.pt")
+    out = tmp_path / "b"
+    assert export(sized, "--target", "onnx", "--val-images", 2, "--out", out) == 0
+    assert "input size 48x40: the size the checkpoint was evaluated at" in capsys.readouterr().err
+    assert read_manifest(out).input.shape == [1, 3, 48, 40]
+
+
+def test_an_input_size_that_loses_accuracy_is_warned_about_with_the_flag(checkpoint, tmp_path, capsys):
+    out = tmp_path / "small"
+    assert export(checkpoint, "--target", "onnx", "--input-size", "33x33", "--out", out) == 0
+    miou = read_manifest(out).verification["miou"]
+    err = capsys.readouterr().err
+    assert miou["drop_vs_checkpoint_points"] > 1.0, miou  # 64 px images shrunk to 33 px
+    warning = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "shrunk to fit" in warning[0] and "--input-size 64x64" in warning[0]
 
 
 # -- INT8 --------------------------------------------------------------------------------------------
@@ -204,7 +275,7 @@ def test_accuracy_guard_ranking_and_exclusion(checkpoint, tmp_path):
     from exporters.sensitivity import rank_layers
     from exporters.verify import ort_runner
 
-    fp32 = export_onnx(load_checkpoint(checkpoint).build_model(16), tmp_path / "f.onnx", 65, 65)
+    fp32 = export_onnx(load_checkpoint(checkpoint).build_model(16), tmp_path / "f.onnx", 65, 65, outputs=("logits",))
     data = open_dataset(CALIB, "train")
     spec = InputSpecLite(65, 65, "float32", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     arrays = [i.array for i in prepare_samples(data, range(6), spec)]
@@ -216,10 +287,10 @@ def test_accuracy_guard_ranking_and_exclusion(checkpoint, tmp_path):
     top = [r.node for r in ranking[: len(ranking) // 2]]
     partial = qdq.quantize(fp32, tmp_path / "p.onnx", ranges, "cpu", exclude=top)
     assert not set(top) & set(qdq.quantized_convs(partial))
-    reference = np.concatenate([ort_runner(fp32)(a) for a in arrays])
+    reference = np.concatenate([ort_runner(fp32)(a)["logits"] for a in arrays])
 
     def error(path) -> float:
-        return float(np.mean((np.concatenate([ort_runner(path)(a) for a in arrays]) - reference) ** 2))
+        return float(np.mean((np.concatenate([ort_runner(path)(a)["logits"] for a in arrays]) - reference) ** 2))
 
     assert error(partial) < error(full)
 
@@ -242,7 +313,7 @@ def test_guard_exclusion_schedule():
         (["--target", "onnx", "--precision", "int4"], "unknown precision 'int4'"),
         (["--target", "onnxruntime", "--precision", "fp32"], "has no fp32 precision"),
         (["--target", "onnx", "--max-drop", "0.5", "--val-data", VAL], "int8 exports only"),
-        (["--target", "onnxruntime", "--calib-data", CALIB, "--max-drop", "0.5"], "needs labelled validation"),
+        (["--target", "onnx", "--val-data", VAL, "--outputs", "probabilities"], "unknown --outputs 'probabilities'"),
         (["--target", "openvino", "--precision", "int8", "--calib-data", CALIB, "--calib-method", "entropy"],
          "NNCF"),
         (["--target", "onnx", "--val-data", "synthetic", "--opset", "13"], "opset"),
@@ -253,6 +324,27 @@ def test_bad_requests_fail_early_with_one_line(checkpoint, tmp_path, capsys, arg
     assert export(checkpoint, *args, "--input-size", SIZE, "--out", out) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+    assert not out.exists()
+
+
+def test_input_smaller_than_the_output_stride_allows_fails_early(checkpoint, tmp_path, capsys):
+    out = tmp_path / "never"
+    assert export(checkpoint, "--target", "onnx", "--val-data", VAL, "--input-size", "16x40", "--out", out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("input size 16x40 is too small for output stride 16; use at least 17x17")
+    assert not out.exists()
+
+
+def test_accuracy_guard_without_readable_validation_data_fails_early(checkpoint, tmp_path, capsys):
+    from edge_deeplab.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    ckpt.dataset = ""
+    anonymous = save_checkpoint(ckpt, tmp_path / "anonymous.pt")
+    out = tmp_path / "never"
+    assert export(anonymous, "--target", "onnxruntime", "--calib-data", CALIB, "--max-drop", "0.5",
+                  "--input-size", SIZE, "--out", out) == 2
+    assert "needs labelled validation" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not out.exists()
 
 

@@ -101,20 +101,32 @@ def build_bundle(
     input_dtype: str = "float32",
     resize: str = "pad",
     width: int = 8,
+    outputs: str = "logits",
 ) -> Path:
-    """Export a toy model and write a complete bundle (model file(s) + model.json) to ``out_dir``."""
+    """Export a toy model and write a complete bundle (model file(s) + model.json) to ``out_dir``.
+
+    ``outputs``: ``logits``, or ``mask`` / ``both`` with the argmax inside the graph through the
+    exporter's own :func:`exporters.onnx.deploy_model` ending.
+    """
     import torch
+
+    from exporters.onnx import deploy_model
+    from runtime.manifest import OUTPUT_CHOICES
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = _torch_model(kind, width, input_dtype == "uint8")
+    names = list(OUTPUT_CHOICES[outputs])
+    model = deploy_model(_torch_model(kind, width, input_dtype == "uint8"), False, names, None, None)
     hw = static_hw or (64, 64)
     example = torch.zeros(1, 3, *hw, dtype=torch.uint8 if input_dtype == "uint8" else torch.float32)
-    dynamic = None if static_hw else {"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}}
+    dynamic = None if static_hw else {"image": {0: "batch", 2: "height", 3: "width"},
+                                      "logits": {0: "batch", 2: "height", 3: "width"},
+                                      "mask": {0: "batch", 1: "height", 2: "width"}}
+    dynamic = dynamic and {k: v for k, v in dynamic.items() if k == "image" or k in names}
     onnx_path = out_dir / ("model_fp32.onnx" if precision == "int8" and target != "tensorrt" else "model.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is what we want here
-        torch.onnx.export(model, (example,), str(onnx_path), input_names=["image"], output_names=["logits"],
+        torch.onnx.export(model, (example,), str(onnx_path), input_names=["image"], output_names=names,
                           dynamic_axes=dynamic, opset_version=17, dynamo=False)
     files = {"model": "model.onnx"}
     if target == "onnxruntime":
@@ -138,6 +150,7 @@ def build_bundle(
         palette=[list(c) for c in PALETTE],
         mean=list(IMAGENET_MEAN),
         std=list(IMAGENET_STD),
+        outputs=names,
         model={"backbone": f"toy-{kind}", "output_stride": 1 if kind == "pixel" else 4, "num_classes": len(CLASSES)},
     )
     write_manifest(out_dir, manifest)

@@ -32,7 +32,39 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
         "uint8": build_bundle(base / "uint8", input_dtype="uint8"),
         "ov": build_bundle(base / "ov", target="openvino"),
         "ov16": build_bundle(base / "ov16", target="openvino", precision="fp16"),
+        "mask": build_bundle(base / "mask", static_hw=(32, 48), outputs="mask"),
+        "both": build_bundle(base / "both", static_hw=(32, 48), outputs="both"),
+        "ov-mask": build_bundle(base / "ov-mask", target="openvino", outputs="mask"),
+        "ov-both": build_bundle(base / "ov-both", target="openvino", outputs="both"),
     }
+
+
+@pytest.mark.parametrize("size", [(32, 48), (20, 30), (64, 70)])  # exact, padded, shrunk
+@pytest.mark.parametrize("backend", ["", "ov-"])
+def test_mask_bundle_gives_the_mask_the_host_argmax_gives(bundles, size, backend) -> None:
+    """The graph's ArgMax (mask bundle) gives the exact mask, padding cropped and brought to the
+    image's size, as the runtime's argmax of the same graph's logits does."""
+    image = blocks_image(*size, seed=5)
+    with runtime.load(bundles[f"{backend}mask"]) as mask_only, runtime.load(bundles[f"{backend}both"]) as both:
+        from_graph = mask_only.predict(image)
+        assert from_graph.shape == size and from_graph.dtype == np.uint8 and len(np.unique(from_graph)) > 1
+        np.testing.assert_array_equal(from_graph, both.predict(image))  # a "both" bundle predicts from its mask
+        if size != (64, 70) or backend:  # the image runs unresized: the numpy oracle and the host argmax apply
+            np.testing.assert_array_equal(from_graph, expected_pixel_mask(image))
+            np.testing.assert_array_equal(from_graph, argmax_classes(both.logits(image)))
+        batch = mask_only.predict_batch([image, blocks_image(40, 10, seed=6), image])
+        np.testing.assert_array_equal(batch[0], from_graph)
+        np.testing.assert_array_equal(batch[2], from_graph)
+
+
+def test_soft_outputs_on_a_mask_bundle_are_one_clear_error(bundles) -> None:
+    with runtime.load(bundles["mask"]) as seg:
+        with pytest.raises(EdgeDeeplabError, match="returns class masks only.*--outputs logits"):
+            seg.logits(blocks_image(32, 48))
+    with pytest.raises(EdgeDeeplabError, match="upsample='logits'"):
+        runtime.load(bundles["mask"], upsample="logits")
+    with runtime.load(bundles["both"], upsample="logits") as seg:  # logits there: bilinear, then argmax
+        assert seg.predict(blocks_image(64, 70)).shape == (64, 70)
 
 
 def test_dynamic_bundle_runs_at_image_size(bundles) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 from typing import Sequence
 
 from runtime.errors import EdgeDeeplabError
+from runtime.manifest import OUTPUT_CHOICES
 
 TARGET_CHOICES = ("onnx", "onnxruntime", "openvino", "tensorrt")
 VERIFY_IMAGES = 4
@@ -40,17 +42,23 @@ def add_parser(subparsers, name: str) -> None:
     parser.add_argument("--precision", help="fp32, fp16 or int8 (default: int8 for onnxruntime, fp32 otherwise)")
     parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
                         help="run the weights at this output stride (default: the checkpoint's)")
-    parser.add_argument("--input-size", type=parse_size, default=(513, 513), metavar="HxW",
-                        help="static input size, or the size a --dynamic model is verified and tuned at (default 513x513)")
+    parser.add_argument("--input-size", type=parse_size, metavar="HxW",
+                        help="static input size, or the size a --dynamic model is verified and tuned at (default: "
+                             "the size the checkpoint was evaluated at, so the bundle keeps its mIoU)")
     parser.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
-    parser.add_argument("--uint8-input", action="store_true",
-                        help="fold mean/std normalization into the graph; the model takes raw uint8 RGB")
+    parser.add_argument("--outputs", default="mask", metavar="|".join(OUTPUT_CHOICES),
+                        help="what the graph returns: the class mask (ArgMax inside the graph, one byte per pixel; "
+                             "default), the logits (for soft outputs), or both")
+    parser.add_argument("--float-input", action="store_true",
+                        help="take normalized float32 input (normalization on the host) instead of the default "
+                             "uint8 RGB with the normalization inside the graph")
     parser.add_argument("--calib-data", help="calibration dataset (spec or folder; plain image folders work too; "
                         "default: the dataset the checkpoint was trained on)")
     parser.add_argument("--calib-images", type=int, default=200, help="calibration images (default 200)")
     parser.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="minmax")
     parser.add_argument("--calib-seed", type=int, default=0, help="seed of the calibration pick (default 0)")
-    parser.add_argument("--val-data", help="labelled dataset (val split) for verification and mIoU")
+    parser.add_argument("--val-data", help="labelled dataset (val split) the bundle is scored on against the "
+                        "checkpoint (default: the checkpoint's dataset)")
     parser.add_argument("--val-images", type=int, default=50, help="validation images for mIoU (default 50)")
     parser.add_argument("--max-drop", type=float, metavar="POINTS",
                         help="INT8 accuracy guard: largest mIoU drop against FP32, in points (0.5 = half a percent)")
@@ -96,6 +104,8 @@ def build_request(args: argparse.Namespace):
     from runtime.files import check_writable, sha256_file
 
     precision = check_target(args.target, args.precision)
+    if args.outputs not in OUTPUT_CHOICES:
+        raise EdgeDeeplabError(f"unknown --outputs {args.outputs!r}; choose one of {', '.join(OUTPUT_CHOICES)}")
     check_writable(args.out, args.force)
     if args.calib_images < 1:
         raise EdgeDeeplabError(f"--calib-images must be at least 1, got {args.calib_images}")
@@ -119,10 +129,11 @@ def build_request(args: argparse.Namespace):
         calibration = CalibrationInput(calib_dataset, chosen, calib_spec, args.calib_method)
 
     validation = None
-    # Without --val-data, verification uses the calibration images, or else the checkpoint's own dataset.
-    val_spec = args.val_data or (ckpt.dataset if calib_dataset is None else None)
-    if val_spec:
-        val_dataset = open_dataset(val_spec, "val")
+    # The bundle is scored on the checkpoint's own dataset unless told otherwise; a checkpoint
+    # whose dataset is not on this machine (an imported one, say) is verified on calibration images.
+    val_spec = args.val_data or ckpt.dataset
+    val_dataset = open_dataset(val_spec, "val") if args.val_data else _open_if_readable(ckpt.dataset)
+    if val_dataset is not None:
         if len(val_dataset) == 0:
             raise EdgeDeeplabError(f"validation dataset {val_spec} has no images")
         check_classes(val_dataset, val_spec, classes)
@@ -130,6 +141,8 @@ def build_request(args: argparse.Namespace):
         validation = ValidationInput(val_dataset, indices, val_spec, miou_function(len(classes), ckpt.ignore_index))
         verify_source = val_dataset
     elif calib_dataset is not None:
+        print(f"note: the checkpoint's dataset {ckpt.dataset or '(none recorded)'} is not readable here, so the "
+              "bundle's mIoU is not measured; give --val-data to measure it", file=sys.stderr)
         verify_source = calib_dataset
     else:
         raise EdgeDeeplabError("no images to verify the export on: give --val-data (or --calib-data)")
@@ -137,7 +150,9 @@ def build_request(args: argparse.Namespace):
 
     stride = args.output_stride or ckpt.model_config.output_stride
     config = ckpt.model_config
-    height, width = args.input_size
+    (height, width), why = (args.input_size, "") if args.input_size else default_input_size(ckpt, validation)
+    if not args.input_size:
+        print(f"input size {height}x{width}: {why} (--input-size to change it)", file=sys.stderr)
     req = ExportRequest(
         model=None,
         target=args.target,
@@ -152,7 +167,8 @@ def build_request(args: argparse.Namespace):
         verify_samples=verify_samples,
         ignore_index=ckpt.ignore_index,
         dynamic=args.dynamic,
-        uint8_input=args.uint8_input,
+        uint8_input=not args.float_input,
+        outputs=args.outputs,
         opset=args.opset,
         model_info={"backbone": config.backbone, "output_stride": stride, "decoder": config.decoder,
                     "separable": config.use_separable, "width_mult": config.width_mult,
@@ -169,11 +185,62 @@ def build_request(args: argparse.Namespace):
     return req, ckpt, stride
 
 
+def _open_if_readable(spec: str):
+    """The validation split of ``spec`` when this machine can open it, else None (e.g. the 'voc'
+    an imported checkpoint records, on a machine without VOC)."""
+    from edge_deeplab.data.base import open_dataset
+
+    if not spec:
+        return None
+    try:
+        return open_dataset(spec, "val")
+    except EdgeDeeplabError:
+        return None
+
+
+def default_input_size(ckpt, validation) -> tuple[tuple[int, int], str]:
+    """The bundle's input size when none is given, and why: the size the checkpoint's mIoU was
+    measured at, so that the bundle sees images as the checkpoint did (whole, not shrunk or padded)."""
+    from edge_deeplab.data.base import usual_eval_size
+
+    if ckpt.eval_input_size:
+        h, w = ckpt.eval_input_size
+        return (h, w), "the size the checkpoint was evaluated at"
+    usual = usual_eval_size(ckpt.dataset) if ckpt.dataset else None
+    if usual:
+        return usual, f"the usual evaluation size of {ckpt.dataset}"
+    if validation is not None:
+        sizes = [validation.dataset[i].image.shape[:2] for i in validation.indices]
+        return (max(s[0] for s in sizes), max(s[1] for s in sizes)), "the largest of the validation images"
+    raise EdgeDeeplabError("the checkpoint records no evaluation size and no validation images are readable; "
+                           "give --input-size HxW")
+
+
+def checkpoint_miou(model, validation) -> float:
+    """The checkpoint's mIoU on the validation images, each at its native size (PyTorch, no resize)."""
+    from edge_deeplab.evaluate import score_predictions, torch_predictor
+
+    class Subset:
+        classes, ignore_index = validation.dataset.classes, validation.dataset.ignore_index
+
+        def __len__(self) -> int:
+            return len(validation.indices)
+
+        def __getitem__(self, i: int):
+            return validation.dataset[validation.indices[i]]
+
+    summary = score_predictions(torch_predictor(model), Subset(), band_widths=(), progress=sys.stderr.isatty(),
+                                desc="scoring the checkpoint")
+    return float(summary["miou"])
+
+
 def run(args: argparse.Namespace) -> int:
     from exporters.bundle import export_bundle
 
     req, ckpt, stride = build_request(args)
     req.log(f"building {ckpt.model_config.backbone} at output stride {stride} from {args.checkpoint}")
     req.model = ckpt.build_model(stride)
+    if req.validation is not None:
+        req.validation.checkpoint_miou = checkpoint_miou(req.model, req.validation)
     export_bundle(req)
     return 0

@@ -43,9 +43,12 @@ class Backend(ABC):
         return self.bundle_dir / name
 
     @abstractmethod
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """N x 3 x H x W input (dtype per the manifest) -> N x C x H x W float logits.
+    def run(self, batch: np.ndarray, output: str) -> np.ndarray:
+        """N x 3 x H x W input (dtype per the manifest) -> the graph output named ``output``.
 
+        ``output`` is one of the manifest's ``outputs``: ``mask`` (N x H x W class indices) or
+        ``logits`` (N x C x H x W floats). Only that output is brought back to the host: on a GPU a
+        mask is C x 4 times fewer bytes to copy than the logits it was computed from.
         The returned array may be backed by the backend's own buffer: it is valid until the next
         call, which is all the segmenter needs and saves a copy of every output.
         """
@@ -60,10 +63,11 @@ class Backend(ABC):
             raise BundleError(
                 f"{self.bundle_dir}: model input is {input_names}, manifest says {spec.name!r} (mismatched model file?)"
             )
-        if self.manifest.output_name not in output_names:
+        missing = [name for name in self.manifest.outputs if name not in output_names]
+        if missing:
             raise BundleError(
                 f"{self.bundle_dir}: model outputs are {output_names}, manifest says "
-                f"{self.manifest.output_name!r} (mismatched model file?)"
+                f"{self.manifest.outputs} (mismatched model file?)"
             )
         for axis, (model_dim, manifest_dim) in enumerate(zip(model_hw, spec.shape[2:]), start=2):
             if isinstance(model_dim, int) and model_dim > 0 and model_dim != manifest_dim:

@@ -51,7 +51,6 @@ class OnnxRuntimeBackend(Backend):
                 f"{self.bundle_dir}: model input type is {model_input.type}, manifest says {manifest.input.dtype}"
             )
         self._input_name = manifest.input.name
-        self._outputs = [manifest.output_name]
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(self._outputs, {self._input_name: batch})[0]
+    def run(self, batch: np.ndarray, output: str) -> np.ndarray:
+        return self.session.run([output], {self._input_name: batch})[0]

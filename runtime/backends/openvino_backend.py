@@ -58,10 +58,12 @@ class OpenVinoBackend(Backend):
             model_hw = [d.get_length() if d.is_static else None for d in list(shape)[2:]]
         self.check_model_io(input_names, output_names, model_hw)
         self._input = self.compiled.input(manifest.input.name)
-        self._output = self.compiled.output(manifest.output_name)
+        self._outputs = {name: self.compiled.output(name) for name in manifest.outputs}
         self.request = self.compiled.create_infer_request()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        # share_inputs avoids copying the input into OpenVINO's tensor; the output view is valid
-        # until the next infer() on this request.
-        return self.request.infer({self._input: batch}, share_inputs=True)[self._output]
+    def run(self, batch: np.ndarray, output: str) -> np.ndarray:
+        # share_inputs avoids copying the input into OpenVINO's tensor; share_outputs returns a
+        # view of the request's output tensor (valid until the next infer(), as run() promises)
+        # instead of copying every output, the unused logits of a "both" bundle included.
+        result = self.request.infer({self._input: batch}, share_inputs=True, share_outputs=True)
+        return result[self._outputs[output]]

@@ -145,7 +145,7 @@ class TensorRtBackend(Backend):
             self.context.set_tensor_address(name, pointer)
         return pointer
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray, output: str) -> np.ndarray:
         cudart, kinds = self._cudart, self._cudart.cudaMemcpyKind
         batch = np.ascontiguousarray(batch, dtype=self._dtypes[self._input])
         if not self.context.set_input_shape(self._input, batch.shape):
@@ -157,13 +157,13 @@ class TensorRtBackend(Backend):
             "cudaMemcpyAsync",
         )
         host: dict[str, np.ndarray] = {}
-        for name in self._outputs:
+        for name in self._outputs:  # every output needs device memory; only ``output`` is copied back
             host[name] = np.empty(tuple(self.context.get_tensor_shape(name)), dtype=self._dtypes[name])
             self._buffer(name, host[name].nbytes)
         if not self.context.execute_async_v3(int(self._stream)):
             raise EdgeDeeplabError("TensorRT inference failed (see the TensorRT log above)")
-        out = host[self.manifest.output_name]
-        d_output = self._device[self.manifest.output_name][0]
+        out = host[output]
+        d_output = self._device[output][0]
         _cuda_call(
             cudart,
             cudart.cudaMemcpyAsync(out.ctypes.data, d_output, out.nbytes, kinds.cudaMemcpyDeviceToHost, self._stream),
