@@ -64,7 +64,7 @@ def _legends(axes, rows: list["Row"], line_styles: bool = False) -> None:
 
 def plot_pareto(report: "Report", path: Path) -> Path:
     """mIoU against p50 latency, one colour per output stride, one marker per target, labelled by
-    precision, with the Pareto front (the rows nothing beats on both axes) drawn as a step line."""
+    precision (and model, when several are compared), with the Pareto front (the rows nothing beats on both axes) drawn as a step line."""
     rows = [r for r in report.measured if r.latency and r.miou is not None]
     figure = _figure(9.0, 5.5)
     axes = figure.add_subplot()
@@ -72,7 +72,9 @@ def plot_pareto(report: "Report", path: Path) -> Path:
         x, y = row.latency["p50_ms"], 100 * row.miou
         axes.scatter([x], [y], color=_colour(row), marker=TARGET_MARKERS.get(row.target, "o"), s=60,
                      edgecolors="black" if row.pareto else "none", linewidths=1.0, zorder=3)
-        axes.annotate(row.precision, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
+        # With several models, the label names the model too (its label without the backbone).
+        text = f"{row.model.split(' ', 1)[-1]} {row.precision}" if row.model else row.precision
+        axes.annotate(text, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
     front = sorted((r for r in rows if r.pareto), key=lambda r: r.latency["p50_ms"])
     if front:
         axes.step([r.latency["p50_ms"] for r in front], [100 * r.miou for r in front], where="post",

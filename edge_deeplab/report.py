@@ -1,10 +1,13 @@
-"""The accuracy-versus-latency report: every (output stride, target, precision) of one model, measured.
+"""The accuracy-versus-latency report: every (model, output stride, target, precision), measured.
 
 Each row is a bundle scored through the runtime (``runtime.load`` + :func:`score_predictions`, the
 code path a device runs) and timed with :func:`runtime.benchmark.compare`, all bundles interleaved
 round-robin so that machine noise lands on every row alike. Nothing is copied from a manifest or an
 earlier run: every figure in the files is measured by the run that writes them, on the machine the
 header names.
+
+Several checkpoints (the dense and the separable head, say) go into one table and one plot, their
+bundles timed in the same interleaved round, with a ``model`` column naming each by what differs.
 
 Two ways in: :func:`report_from_checkpoint` exports one bundle per combination first (torch,
 imported lazily, by :func:`export_bundles`), :func:`report_from_bundles` measures bundles already
@@ -51,10 +54,17 @@ class Combination:
     target: str
     precision: str
     label: str = ""  # shown instead of the generated name (two bundles of one combination)
+    model: str = ""  # which checkpoint, when a report compares several (see model_labels)
 
     @property
     def name(self) -> str:
-        return self.label or f"os{self.output_stride}-{self.target}-{self.precision}"
+        prefix = f"{slug(self.model)}-" if self.model else ""
+        return self.label or f"{prefix}os{self.output_stride}-{self.target}-{self.precision}"
+
+
+def slug(text: str) -> str:
+    """``mobilenetv2 separable`` -> ``mobilenetv2-separable``: a model label as a folder-name part."""
+    return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
 
 
 def plan_combinations(strides: Iterable[int], targets: Iterable[str], precisions: Iterable[str]) -> list[Combination]:
@@ -109,6 +119,7 @@ class Row:
     output_stride: int | None
     target: str
     precision: str
+    model: str = ""
     status: str = "measured"
     reason: str = ""
     bundle: str | None = None
@@ -135,7 +146,7 @@ class Row:
 
 
 def skipped_row(combo: Combination, reason: str, bundle: str | None = None) -> Row:
-    return Row(combo.name, combo.output_stride, combo.target, combo.precision, "skipped", reason, bundle)
+    return Row(combo.name, combo.output_stride, combo.target, combo.precision, combo.model, "skipped", reason, bundle)
 
 
 def bundle_size_mb(bundle_dir: Path, manifest: Manifest) -> float:
@@ -148,7 +159,7 @@ def bundle_size_mb(bundle_dir: Path, manifest: Manifest) -> float:
 def assign_references(rows: Sequence[Row]) -> None:
     """Set each measured row's mIoU delta (points) against its FP32 reference.
 
-    The reference is the FP32 row of the same output stride on the same runtime (ONNX Runtime for
+    The reference is the FP32 row of the same model and output stride on the same runtime (ONNX Runtime for
     ``onnx`` and ``onnxruntime``, OpenVINO, TensorRT), so a delta shows what the precision costs and
     not what one runtime's kernels differ from another's; when that runtime has no FP32 row, the
     ``onnx`` FP32 row (the exported graph itself), else any FP32 row of that stride.
@@ -157,7 +168,7 @@ def assign_references(rows: Sequence[Row]) -> None:
     for row in rows:
         if not row.measured or row.miou is None:
             continue
-        same_stride = [r for r in fp32 if r.output_stride == row.output_stride]
+        same_stride = [r for r in fp32 if r.output_stride == row.output_stride and r.model == row.model]
         same_runtime = [r for r in same_stride if TARGET_BACKEND[r.target] == TARGET_BACKEND[row.target]]
         onnx = [r for r in same_stride if r.target == "onnx"]
         candidates = same_runtime or onnx or same_stride
@@ -316,7 +327,7 @@ def measure_bundles(
                 continue
             loaded[combo.name] = segmenter
             rows[combo.name] = Row(
-                combo.name, combo.output_stride, combo.target, combo.precision, bundle=str(path),
+                combo.name, combo.output_stride, combo.target, combo.precision, combo.model, bundle=str(path),
                 input_size=list(manifest.input.shape[2:]), images=summary["images"], miou=summary["miou"],
                 pixel_accuracy=summary["pixel_accuracy"], boundary_miou=dict(summary["boundary_miou"]),
                 per_class_iou=dict(summary["per_class_iou"]), size_mb=bundle_size_mb(path, manifest),
@@ -467,7 +478,7 @@ def _calibration_input(settings: ExportSettings, ckpt, log: Callable[[str], None
 
 # -- the report ------------------------------------------------------------------------------------------
 
-REFERENCE_RULE = ("mIoU delta in points against the FP32 row of the same output stride on the same runtime "
+REFERENCE_RULE = ("mIoU delta in points against the FP32 row of the same model and output stride on the same runtime "
                   "(ONNX Runtime for onnx/onnxruntime rows, OpenVINO, TensorRT), or else the onnx FP32 row of "
                   "that stride; column 'vs' names it")
 
@@ -521,16 +532,20 @@ def _delta(row: Row) -> str:
 def main_table(report: Report) -> str:
     """The headline Markdown table (measured rows; Pareto-optimal rows marked)."""
     w = report.headline_width
+    models = any(r.model for r in report.rows)  # a model column only when several are compared
     header = ["OS", "target", "precision", "mIoU %", f"boundary mIoU {w}px %", "pixel acc %", "p50 ms", "p90 ms",
               "fps", "size MB", "Δ mIoU", "vs", "Pareto"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["--:"] * 9 + [":-:"]) + "|"]
+    align = ["---"] * 3 + ["--:"] * 9 + [":-:"]
+    if models:
+        header, align = ["model", *header], ["---", *align]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for r in report.measured:
         lat = r.latency or {}
         cells = [str(r.output_stride or "?"), r.target, r.precision, _pct(r.miou), _pct(r.boundary_miou.get(w)),
                  _pct(r.pixel_accuracy), _num(lat.get("p50_ms"), ".2f"), _num(lat.get("p90_ms"), ".2f"),
                  _num(lat.get("fps"), ".1f"), _num(r.size_mb, ".2f"), _delta(r),
                  "" if r.reference in (None, r.name) else r.reference, "*" if r.pareto else ""]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join([r.model, *cells] if models else cells) + " |")
     return "\n".join(lines)
 
 
@@ -590,7 +605,7 @@ def to_markdown(report: Report, plots: Sequence[tuple[str, str]] = ()) -> str:
 def to_csv(report: Report) -> str:
     """One line per row, skipped rows included; fractions as in JSON, latency in ms, size in MB."""
     widths = sorted({w for r in report.rows for w in r.boundary_miou})
-    header = ["output_stride", "target", "precision", "status", "miou", *[f"boundary_miou_{w}px" for w in widths],
+    header = ["model", "output_stride", "target", "precision", "status", "miou", *[f"boundary_miou_{w}px" for w in widths],
               "pixel_accuracy", "latency_p50_ms", "latency_p90_ms", "latency_mean_ms", "fps", "size_mb",
               "miou_delta_points", "reference", "pareto", "images", "bundle", "reason"]
     buffer = io.StringIO()
@@ -598,7 +613,7 @@ def to_csv(report: Report) -> str:
     writer.writerow(header)
     for r in report.rows:
         lat = r.latency or {}
-        writer.writerow([r.output_stride, r.target, r.precision, r.status, r.miou,
+        writer.writerow([r.model, r.output_stride, r.target, r.precision, r.status, r.miou,
                          *[r.boundary_miou.get(w) for w in widths], r.pixel_accuracy, lat.get("p50_ms"),
                          lat.get("p90_ms"), lat.get("mean_ms"), lat.get("fps"), r.size_mb, r.delta_points,
                          r.reference, int(r.pareto), r.images, r.bundle, r.reason])
@@ -709,8 +724,39 @@ class Measurement:
 _DEVICE_NOTE = "; its bundle is written for the device: measure it there with 'edge-deeplab report --bundles'"
 
 
+def model_labels(checkpoints: Sequence[Any]) -> list[str]:
+    """Names that tell checkpoints apart in one report: backbone and head first, then whatever else
+    differs in their training options (``1600 steps``), then, if still equal, the file name."""
+    def head(ckpt) -> str:
+        c = ckpt.model_config
+        name = c.backbone if c.width_mult == 1 else f"{c.backbone} x{c.width_mult:g}"
+        return f"{name} {'separable' if c.use_separable else 'dense'}" + ("" if c.decoder else " no-decoder")
+
+    labels = [head(c) for c in checkpoints]
+    if len(set(labels)) < len(labels):
+        configs = [dict((c.train_state or {}).get("config") or {}) for c in checkpoints]
+        ignored = {"out", "workers", "device", "val_every", "val_images", "separable", "decoder", "backbone"}
+        keys = sorted({k for cfg in configs for k in cfg if k not in ignored
+                       and len({json.dumps(cfg.get(k), default=str) for cfg in configs}) > 1})
+        labels = [label + "".join(f" {_option(k, cfg.get(k))}" for k in keys) for label, cfg in zip(labels, configs)]
+    if len(set(labels)) < len(labels):
+        labels = [f"{label} ({Path(c.path).stem})" for label, c in zip(labels, checkpoints)]
+    return labels
+
+
+def _option(key: str, value: Any) -> str:
+    return f"{value} steps" if key == "iterations" else f"{key.replace('_', '-')} {value}"
+
+
+def _describe(ckpt) -> str:
+    config = ckpt.model_config
+    head = "atrous separable" if config.use_separable else "dense"
+    return (f"{config.backbone} (width {config.width_mult}), {head} ASPP/decoder convs, decoder "
+            f"{'on' if config.decoder else 'off'}, {ckpt.num_classes} classes")
+
+
 def report_from_checkpoint(
-    ckpt,
+    checkpoints: Sequence[tuple[str, Any]],
     combos: Sequence[Combination],
     measurement: Measurement,
     export: ExportSettings,
@@ -718,26 +764,33 @@ def report_from_checkpoint(
     force: bool,
     keep_bundles: bool = True,
 ) -> Report:
-    """Export every combination of ``ckpt``, measure the bundles, write the report folder atomically.
+    """Export every combination of each checkpoint, measure all bundles, write the report atomically.
 
-    The exporters' step-by-step messages go to ``export.log`` in the folder (and to the terminal
-    with ``verbose``), so the terminal shows one progress bar.
+    ``checkpoints`` are (model label, loaded Checkpoint) pairs; one checkpoint has the label "".
+    Every bundle of every model is timed in the same interleaved round. The exporters'
+    step-by-step messages go to ``export.log`` in the folder (and to the terminal with
+    ``verbose``), so the terminal shows one progress bar.
     """
     from runtime.files import atomic_dir, sha256_file
 
     log_lines: list[str] = []
     with atomic_dir(out, overwrite=force) as folder:
-        progress = Progress(2 * len(combos) + 1)
+        progress = Progress(2 * len(combos) * len(checkpoints) + 1)
 
         def log(message: str) -> None:
             log_lines.append(message)
             if measurement.verbose:
                 progress.write(message)
 
+        planned = [[replace(c, model=label) for c in combos] for label, _ in checkpoints]
         try:
             with _bundle_home(folder, keep_bundles) as home:
-                written, skipped = export_bundles(ckpt, combos, home, export, measurement.samples.samples, log,
-                                                  progress)
+                written, skipped = [], []
+                for (_, ckpt), mine in zip(checkpoints, planned):
+                    done, not_done = export_bundles(ckpt, mine, home, export, measurement.samples.samples, log,
+                                                    progress)
+                    written += done
+                    skipped += not_done
                 progress.skip(len(skipped))
                 rows = measure_bundles(written, measurement.samples, measurement.band_widths, measurement.timing,
                                        progress, _DEVICE_NOTE if keep_bundles else "")
@@ -746,22 +799,28 @@ def report_from_checkpoint(
         for row in rows:
             row.bundle = f"bundles/{Path(row.bundle).name}" if keep_bundles and row.bundle else None
         by_name = {row.name: row for row in [*rows, *skipped]}
-        config = ckpt.model_config
         calib = (f"INT8 calibrated on {export.calib_images} images of {export.calib_data} ({export.calib_method}, "
                  f"seed {export.calib_seed})")
         if export.max_drop is not None:
             calib += f", accuracy guard {export.max_drop} mIoU points"
+        if len(checkpoints) == 1:
+            ckpt = checkpoints[0][1]
+            title = f"edge-deeplab report: {Path(ckpt.path).name}"
+            source = {"checkpoint": str(ckpt.path), "checkpoint sha256": sha256_file(ckpt.path),
+                      "model": _describe(ckpt), "trained on": ckpt.dataset}
+        else:
+            title = "edge-deeplab report: " + ", ".join(label for label, _ in checkpoints)
+            source = {f"model '{label}'": f"{_describe(ckpt)}; trained on {ckpt.dataset}; {ckpt.path} "
+                                          f"(sha256 {sha256_file(ckpt.path)[:12]})" for label, ckpt in checkpoints}
         report = Report(
-            title=f"edge-deeplab report: {Path(ckpt.path).name}",
-            source={"checkpoint": str(ckpt.path), "checkpoint sha256": sha256_file(ckpt.path),
-                    "model": f"{config.backbone} (width {config.width_mult}), decoder "
-                             f"{'on' if config.decoder else 'off'}, {ckpt.num_classes} classes",
-                    "trained on": ckpt.dataset},
+            title=title,
+            source=source,
             settings=measurement.settings(
-                f"{export.height}x{export.width}, static (a larger image is shrunk to fit, keeping its aspect "
-                "ratio; a smaller one is padded)",
-                calib + ("; the bundles are in bundles/" if keep_bundles else "")),
-            rows=[by_name[c.name] for c in combos],
+                f"{export.height}x{export.width}, static; resize mode pad (a larger image is shrunk to fit, keeping "
+                "its aspect ratio, and padded bottom/right with the mean colour; a smaller one is padded)",
+                "bundles take uint8 RGB (normalization in the graph) and return the class mask (ArgMax in the "
+                "graph); " + calib + ("; the bundles are in bundles/" if keep_bundles else "")),
+            rows=[by_name[c.name] for mine in planned for c in mine],
             headline_width=measurement.headline_width,
         )
         write_files(report, folder)
@@ -786,7 +845,8 @@ def report_from_bundles(
         manifests = [read_manifest(path, verify_files=False) for _, path in bundles]
         checkpoints = sorted({str(m.source.get("checkpoint")) for m in manifests if m.source.get("checkpoint")})
         digests = sorted({str(m.source.get("sha256"))[:12] for m in manifests if m.source.get("sha256")})
-        sizes = sorted({"x".join("dynamic" if d is None else str(d) for d in m.input.shape[2:]) for m in manifests})
+        sizes = sorted({"x".join("dynamic" if d is None else str(d) for d in m.input.shape[2:])
+                        + f" (resize mode {m.input.resize})" for m in manifests})
         report = Report(
             title=f"edge-deeplab report: bundles in {folder}",
             source={"bundles": str(folder), "exported from": ", ".join(checkpoints),

@@ -137,8 +137,9 @@ def test_bundles_that_cannot_run_here_are_skipped_with_the_reason(tmp_path, samp
 
 
 def test_markdown_and_csv_list_skipped_rows_with_their_reason():
-    rows = [_row(16, "onnx", "fp32", 0.5, 3.0), Row("os16-tensorrt-int8", 16, "tensorrt", "int8", "skipped",
-                                                  "TensorRT is not importable here", "bundles/os16-tensorrt-int8")]
+    rows = [_row(16, "onnx", "fp32", 0.5, 3.0), Row("os16-tensorrt-int8", 16, "tensorrt", "int8", status="skipped",
+                                                  reason="TensorRT is not importable here",
+                                                  bundle="bundles/os16-tensorrt-int8")]
     rows[0].boundary_miou, rows[0].per_class_iou, rows[0].pixel_accuracy = {4: 0.4}, {"a": 0.5, "b": None}, 0.9
     report = Report("t", {}, {"data": "d", "split": "val", "images": 1, "input_size": "64x64", "timing": "x"},
                     rows, headline_width=4, machine={"cpu": "cpu", "cores": 2, "os": "os"}, versions={})
@@ -155,7 +156,7 @@ def test_markdown_and_csv_list_skipped_rows_with_their_reason():
 
 def test_report_rejects_bad_requests_before_any_work(tmp_path, capsys):
     assert cli("report") == 2
-    assert "give a checkpoint" in capsys.readouterr().err
+    assert "give checkpoints" in capsys.readouterr().err
     assert cli("report", "x.pt", "--band-width", "3", "--out", tmp_path / "r") == 2
     assert "--band-width 3 is not one of" in capsys.readouterr().err
     (tmp_path / "exists").mkdir()
@@ -276,8 +277,8 @@ def test_pipeline_trains_reports_and_then_reuses_the_run(tmp_path):
     # In a fresh process, as a user runs it: training forks data-loader workers, which is unsafe in
     # a process where earlier tests already started OpenVINO's and ONNX Runtime's thread pools.
     args = ["pipeline", "--data", "synthetic:size=64,n=16", "--iterations", "2", "--batch-size", "2",
-            "--output-strides", "32", "--targets", "onnx", "--precisions", "fp32", "--val-images", "4",
-            "--runs", "2", "--warmup", "0", "--out", str(tmp_path / "demo")]
+            "--heads", "dense,separable", "--output-strides", "32", "--targets", "onnx", "--precisions", "fp32",
+            "--val-images", "4", "--runs", "2", "--warmup", "0", "--out", str(tmp_path / "demo")]
     env = {**os.environ, "EDGE_DEEPLAB_CACHE": str(tmp_path / "cache")}
 
     def pipeline() -> subprocess.CompletedProcess:
@@ -287,11 +288,62 @@ def test_pipeline_trains_reports_and_then_reuses_the_run(tmp_path):
         return result
 
     first = pipeline()
-    assert "| 32 | onnx | fp32 |" in first.stdout and "reusing" not in first.stderr
-    assert (tmp_path / "demo" / "train" / "best.pt").is_file()
+    # One table, one row per head, the model column naming the head.
+    assert "| mobilenetv2 dense | 32 | onnx | fp32 |" in first.stdout
+    assert "| mobilenetv2 separable | 32 | onnx | fp32 |" in first.stdout and "reusing" not in first.stderr
+    for head in ("dense", "separable"):
+        assert (tmp_path / "demo" / head / "best.pt").is_file()
     report = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
-    assert [r["status"] for r in report["rows"]] == ["measured"]
-    second = pipeline()  # the finished run is reused; the report is measured again and replaced
-    assert "reusing the trained model" in second.stderr
+    assert [(r["model"], r["status"]) for r in report["rows"]] == [("mobilenetv2 dense", "measured"),
+                                                                   ("mobilenetv2 separable", "measured")]
+    second = pipeline()  # the finished runs are reused; the report is measured again and replaced
+    assert second.stderr.count("reusing the trained model") == 2
     again = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
-    assert again["rows"][0]["miou"] == report["rows"][0]["miou"] and again["created"] >= report["created"]
+    assert [r["miou"] for r in again["rows"]] == [r["miou"] for r in report["rows"]]
+    assert again["created"] >= report["created"]
+
+
+def test_pipeline_rejects_an_unknown_head_before_training(tmp_path, capsys):
+    assert cli("pipeline", "--heads", "dense,huge", "--out", tmp_path / "demo") == 2
+    assert "--heads 'dense,huge': choose from dense, separable" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_model_labels_name_the_head_then_what_else_differs():
+    from edge_deeplab.checkpoint import Checkpoint
+    from edge_deeplab.models.config import ModelConfig
+    from edge_deeplab.report import model_labels
+
+    def ckpt(separable: bool, iterations: int, name: str) -> Checkpoint:
+        config = ModelConfig("mobilenetv2", 7, 16, separable=separable)
+        return Checkpoint(config, {}, [], [], [], [], train_state={"config": {"iterations": iterations, "out": name}},
+                          path=Path(f"{name}.pt"))
+
+    assert model_labels([ckpt(False, 1600, "a"), ckpt(True, 1600, "b")]) == ["mobilenetv2 dense",
+                                                                            "mobilenetv2 separable"]
+    assert model_labels([ckpt(False, 1600, "a"), ckpt(True, 1600, "b"), ckpt(True, 3200, "c")]) == [
+        "mobilenetv2 dense 1600 steps", "mobilenetv2 separable 1600 steps", "mobilenetv2 separable 3200 steps"]
+    assert model_labels([ckpt(True, 1600, "a"), ckpt(True, 1600, "b")]) == [
+        "mobilenetv2 separable (a)", "mobilenetv2 separable (b)"]
+
+
+def test_references_stay_within_one_model():
+    rows = [_row(16, "onnx", "fp32", 0.70, 10), _row(16, "onnxruntime", "int8", 0.69, 5),
+            _row(16, "onnx", "fp32", 0.60, 4), _row(16, "onnxruntime", "int8", 0.58, 2)]
+    for row, model in zip(rows, ["dense", "dense", "separable", "separable"]):
+        row.model, row.name = model, f"{model}-{row.name}"
+    assign_references(rows)
+    assert [r.reference for r in rows] == ["dense-os16-onnx-fp32"] * 2 + ["separable-os16-onnx-fp32"] * 2
+    assert rows[3].delta_points == pytest.approx(-2.0)
+
+
+def test_checkpoints_with_other_classes_are_refused_in_one_report(tmp_path, capsys):
+    from edge_deeplab.checkpoint import load_checkpoint, save_checkpoint
+
+    first = train_tiny_checkpoint(tmp_path / "a.pt", steps=1, data="synthetic:size=64,n=8", dataset=VAL)
+    other = load_checkpoint(first)
+    other.classes = ["sky", *other.classes[1:]]
+    second = save_checkpoint(other, tmp_path / "b.pt")
+    assert cli("report", first, second, "--targets", "onnx", "--out", tmp_path / "r") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "predicts other classes" in err[-1] and not (tmp_path / "r").exists()

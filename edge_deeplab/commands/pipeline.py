@@ -1,7 +1,9 @@
 """``edge-deeplab pipeline``: the README demo, from nothing to an accuracy-versus-latency report.
 
 With no argument it trains the default model on the built-in synthetic set, then reports output
-strides 8, 16 and 32 on every target this machine can run, and prints the table. The defaults are
+strides 8, 16 and 32 on every target this machine can run, and prints the table. ``--heads
+dense,separable`` trains the default recipe once per head (dense 3x3 convs in ASPP and decoder,
+or the paper's atrous separable ones) and reports both models in one table. The defaults are
 sized to finish in about 20 minutes on a 2-core CPU (training about 10, the report under 8): 50
 scored images and 20 timed runs per bundle; pass larger values for steadier figures.
 """
@@ -19,6 +21,8 @@ from runtime.errors import EdgeDeeplabError
 from runtime.manifest import TARGETS
 
 PIPELINE_DEFAULTS = {"val_images": 50, "calib_images": 64, "runs": 20, "warmup": 3}
+# --heads choice -> TrainConfig.separable (None: the backbone's default, dense for MobileNetV2).
+HEADS = {"dense": None, "separable": True}
 
 
 def add_parser(subparsers, name: str) -> None:
@@ -27,19 +31,31 @@ def add_parser(subparsers, name: str) -> None:
         name,
         help="demo: train the default model on the synthetic set, then report OS 8/16/32 on every target here",
         description="Train the default model (MobileNetV2 DeepLabv3+ on the built-in synthetic dataset, "
-                    f"{defaults.iterations} steps) into <out>/train, or reuse the finished run already there, then "
+                    f"{defaults.iterations} steps) into <out>/<head>, or reuse the finished run already there, then "
                     "export and measure it at output strides 8, 16 and 32 on every target this machine can run, "
-                    "writing the report to <out>/report (measured again, and replaced, on every run).",
+                    "writing the report to <out>/report (measured again, and replaced, on every run). With "
+                    "--heads dense,separable, each head is trained and both are compared in one report.",
     )
+    parser.add_argument("--heads", default="dense", metavar="LIST",
+                        help=f"heads to train and compare: {', '.join(HEADS)} or both, comma-separated (default dense)")
     parser.add_argument("--out", type=Path, default=Path("runs/pipeline"),
                         help="folder for the training run and the report (default runs/pipeline)")
     parser.add_argument("--iterations", type=int, help=f"training steps (default {defaults.iterations})")
     parser.add_argument("--batch-size", type=int, help=f"training batch size (default {defaults.batch_size})")
     parser.add_argument("--seed", type=int, help=f"training seed (default {defaults.seed})")
-    parser.add_argument("--force", action="store_true", help="train again even if <out>/train holds a finished run")
+    parser.add_argument("--force", action="store_true", help="train again even if <out>/<head> holds a finished run")
     add_report_options(parser, PIPELINE_DEFAULTS, "targets (default: every target whose runtime is installed here)",
                        "dataset to train on and score (default synthetic)")
     parser.set_defaults(func=run)
+
+
+def parse_heads(text: str) -> list[str]:
+    """``dense,separable`` -> the heads in the order given, each once; anything else is one line."""
+    heads = [h.strip() for h in text.split(",") if h.strip()]
+    bad = [h for h in heads if h not in HEADS]
+    if bad or not heads:
+        raise EdgeDeeplabError(f"--heads {text!r}: choose from {', '.join(HEADS)} (comma-separated)")
+    return list(dict.fromkeys(heads))
 
 
 def train_or_reuse(config: TrainConfig, force: bool) -> Path:
@@ -104,12 +120,13 @@ def run(args: argparse.Namespace) -> int:
     from edge_deeplab.report import runtime_unavailable
 
     check_numbers(args)  # a bad report option fails now, not after ten minutes of training
+    heads = parse_heads(args.heads)
     if args.targets is None:
         args.targets = [t for t in TARGETS if runtime_unavailable(t) is None]
-    flags = {"data": args.data, "iterations": args.iterations, "batch_size": args.batch_size, "seed": args.seed,
-             "out": str(args.out / "train")}
-    config = make_config({}, flags)
-    best = train_or_reuse(config, args.force)
+    configs = [make_config({}, {"data": args.data, "iterations": args.iterations, "batch_size": args.batch_size,
+                                "seed": args.seed, "separable": HEADS[head], "out": str(args.out / head)})
+               for head in heads]
+    best = [train_or_reuse(config, args.force) for config in configs]
     report_dir = args.out / "report"
     args.force = True  # the report is the demo's output: measured afresh, replacing the last one
     report = report_checkpoint(args, best, report_dir)

@@ -1,7 +1,7 @@
 """``edge-deeplab report``: accuracy against latency for every output stride, target and precision.
 
-From a checkpoint, every combination this machine can build is exported (into ``<out>/bundles``)
-and measured; with ``--bundles DIR``, bundles exported elsewhere are measured as they are, without
+From one or several checkpoints (compared in one table), every combination this machine can build
+is exported (into ``<out>/bundles``) and measured; with ``--bundles DIR``, bundles exported elsewhere are measured as they are, without
 torch (the way to report on a Jetson). The work is :mod:`edge_deeplab.report`; this module turns
 flags into its settings, checking everything cheap before anything slow starts.
 """
@@ -87,11 +87,14 @@ def add_parser(subparsers, name: str) -> None:
                     "time them all interleaved, and write report.md, report.csv, report.json and plots. "
                     "With --bundles, measure bundles already exported (no torch needed: for the device).",
     )
-    parser.add_argument("checkpoint", nargs="?", help="an edge-deeplab checkpoint (.pt); or give --bundles")
+    parser.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT",
+                        help="edge-deeplab checkpoints (.pt), several to compare them in one table (same classes); "
+                             "or give --bundles")
     parser.add_argument("--bundles", type=Path, metavar="DIR",
                         help="measure the bundles in DIR (every subfolder with a model.json) instead of exporting")
     parser.add_argument("--out", type=Path,
-                        help="report folder (default reports/<checkpoint name> or reports/<DIR name>)")
+                        help="report folder (default reports/<checkpoint name>, reports/compare-<names> for several, "
+                             "or reports/<DIR name>)")
     parser.add_argument("--force", action="store_true", help="replace an existing report folder")
     add_report_options(parser, REPORT_DEFAULTS,
                        "targets (default all: onnx,onnxruntime,openvino,tensorrt; one this machine cannot run "
@@ -115,9 +118,19 @@ def check_numbers(args: argparse.Namespace) -> tuple[tuple[int, ...], int]:
         raise EdgeDeeplabError("--threads must be >= 0")
     if args.max_drop is not None and args.max_drop < 0:
         raise EdgeDeeplabError(f"--max-drop must be >= 0 mIoU points, got {args.max_drop}")
-    if args.input_size is not None and min(args.input_size) < 33:
-        raise EdgeDeeplabError(f"--input-size {args.input_size[0]}x{args.input_size[1]} is too small; use at least 33x33")
+    if args.input_size is not None:
+        check_input_size(args.input_size, max(args.output_strides))
     return widths, args.band_width
+
+
+def check_input_size(size: tuple[int, int], output_stride: int) -> None:
+    """One line when a size is below what the largest output stride asked for can run at."""
+    from exporters.onnx import min_input_side
+
+    side = min_input_side(output_stride)
+    if min(size) < side:
+        raise EdgeDeeplabError(f"input size {size[0]}x{size[1]} is too small for output stride {output_stride}; "
+                               f"use at least {side}x{side}")
 
 
 def _open_samples(spec: str, split: str, classes: list[str], limit: int | None):
@@ -132,9 +145,9 @@ def _open_samples(spec: str, split: str, classes: list[str], limit: int | None):
     return SampleList(dataset, limit)
 
 
-def report_checkpoint(args: argparse.Namespace, checkpoint: Path, out: Path):
+def report_checkpoint(args: argparse.Namespace, checkpoints: list[Path], out: Path):
     """The checkpoint path of ``report`` (also the pipeline's last step); returns the Report."""
-    from edge_deeplab.report import (ExportSettings, Measurement, TimingSettings, plan_combinations,
+    from edge_deeplab.report import (ExportSettings, Measurement, TimingSettings, model_labels, plan_combinations,
                                      report_from_checkpoint)
     from runtime.files import check_writable
 
@@ -148,19 +161,28 @@ def report_checkpoint(args: argparse.Namespace, checkpoint: Path, out: Path):
             "on a device, report on bundles exported elsewhere with --bundles DIR")
     from edge_deeplab.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(checkpoint)
+    ckpts = [load_checkpoint(path) for path in checkpoints]
+    ckpt = ckpts[0]
+    for other in ckpts[1:]:
+        if list(other.classes) != list(ckpt.classes):
+            raise EdgeDeeplabError(
+                f"{other.path} predicts other classes than {ckpt.path} ({len(other.classes)}: "
+                f"{', '.join(other.classes[:4])}... against {len(ckpt.classes)}: {', '.join(ckpt.classes[:4])}...); "
+                "one report compares checkpoints of the same classes")
     data = args.data or ckpt.dataset or "synthetic"
     samples = _open_samples(data, args.split, ckpt.classes, args.val_images)
     height, width = args.input_size or samples.largest_size()
-    if min(height, width) < 33:
-        raise EdgeDeeplabError(f"the images are {height}x{width}; give --input-size of at least 33x33")
+    check_input_size((height, width), max(args.output_strides))
     measurement = Measurement(samples, data, args.split, widths, headline,
                               TimingSettings(args.runs, args.warmup, args.threads), args.verbose)
     export = ExportSettings(height, width, args.calib_data or data, args.calib_images, args.calib_method,
                             args.calib_seed, args.max_drop)
-    print(f"report on {len(combos)} combinations of {checkpoint} at {height}x{width}, "
+    labels = model_labels(ckpts) if len(ckpts) > 1 else [""]
+    what = ", ".join(f"{path} ({label})" if label else str(path) for path, label in zip(checkpoints, labels))
+    print(f"report on {len(combos)} combinations of {what} at {height}x{width}, "
           f"{len(samples)} images of {data}/{args.split}", file=sys.stderr)
-    return report_from_checkpoint(ckpt, combos, measurement, export, out, args.force, args.keep_bundles)
+    return report_from_checkpoint(list(zip(labels, ckpts)), combos, measurement, export, out, args.force,
+                                  args.keep_bundles)
 
 
 def report_bundles(args: argparse.Namespace, folder: Path, out: Path):
@@ -203,15 +225,17 @@ def print_summary(report, out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.checkpoint is None) == (args.bundles is None):
-        raise EdgeDeeplabError("give a checkpoint to export and measure, or --bundles DIR to measure (not both)")
+    if bool(args.checkpoints) == (args.bundles is not None):
+        raise EdgeDeeplabError("give checkpoints to export and measure, or --bundles DIR to measure (not both)")
     if args.bundles is not None:
         out = args.out or Path("reports") / args.bundles.resolve().name
         report = report_bundles(args, args.bundles, out)
     else:
-        checkpoint = Path(args.checkpoint)
-        out = args.out or Path("reports") / checkpoint.stem
-        report = report_checkpoint(args, checkpoint, out)
+        checkpoints = [Path(c) for c in args.checkpoints]
+        default = checkpoints[0].stem if len(checkpoints) == 1 else "compare-" + "-".join(
+            c.parent.name or c.stem for c in checkpoints)
+        out = args.out or Path("reports") / default
+        report = report_checkpoint(args, checkpoints, out)
     print_summary(report, out)
     if not report.measured:
         raise EdgeDeeplabError(f"no combination could be measured on this machine; see {out / 'report.md'}")
