@@ -544,9 +544,15 @@ def main_table(report: Report) -> str:
         cells = [str(r.output_stride or "?"), r.target, r.precision, _pct(r.miou), _pct(r.boundary_miou.get(w)),
                  _pct(r.pixel_accuracy), _num(lat.get("p50_ms"), ".2f"), _num(lat.get("p90_ms"), ".2f"),
                  _num(lat.get("fps"), ".1f"), _num(r.size_mb, ".2f"), _delta(r),
-                 "" if r.reference in (None, r.name) else r.reference, "*" if r.pareto else ""]
+                 "" if r.reference in (None, r.name) else _short(r.reference, r.model), "*" if r.pareto else ""]
         lines.append("| " + " | ".join([r.model, *cells] if models else cells) + " |")
     return "\n".join(lines)
+
+
+def _short(reference: str, model: str) -> str:
+    """A reference row's name without its model prefix: references never cross models."""
+    prefix = f"{slug(model)}-" if model else ""
+    return reference[len(prefix):] if prefix and reference.startswith(prefix) else reference
 
 
 def header_lines(report: Report) -> list[str]:

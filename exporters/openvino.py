@@ -14,7 +14,9 @@ OpenVINO's CPU plugin defaults to bf16 on CPUs that have it; a true FP32 measure
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -90,7 +92,8 @@ def quantize_int8(
     preset = nncf.QuantizationPreset.MIXED
     details: dict = {"toolchain": "nncf", "preset": "mixed", "subset_size": len(calib_items)}
     if max_drop_points is None:
-        quantized = nncf.quantize(model, calibration, preset=preset, subset_size=len(calib_items))
+        with _progress_to_stderr():
+            quantized = nncf.quantize(model, calibration, preset=preset, subset_size=len(calib_items))
         details["float_convolutions"] = float_convolutions(quantized)
         return quantized, details
     if validation is None:
@@ -99,19 +102,25 @@ def quantize_int8(
     def validate(compiled_model, items) -> float:
         return Validation(list(items), validation.miou).score(_request_runner(compiled_model))
 
-    quantized = nncf.quantize_with_accuracy_control(
-        model,
-        calibration,
-        nncf.Dataset(validation.items),
-        validate,
-        max_drop=max_drop_points / 100.0,
-        drop_type=nncf.DropType.ABSOLUTE,
-        preset=preset,
-        subset_size=len(calib_items),
-    )
+    with _progress_to_stderr():
+        quantized = nncf.quantize_with_accuracy_control(
+            model,
+            calibration,
+            nncf.Dataset(validation.items),
+            validate,
+            max_drop=max_drop_points / 100.0,
+            drop_type=nncf.DropType.ABSOLUTE,
+            preset=preset,
+            subset_size=len(calib_items),
+        )
     details.update({"accuracy_control": True, "max_drop_fraction": max_drop_points / 100.0,
                     "float_convolutions": float_convolutions(quantized)})
     return quantized, details
+
+
+def _progress_to_stderr():
+    """NNCF draws its progress bars on stdout, which holds a command's results (the report's table)."""
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def float_convolutions(model) -> list[str]:
