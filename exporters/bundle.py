@@ -371,9 +371,10 @@ class _Exporter:
         from exporters import tensorrt as trtx
 
         req = self.req
-        profile = trtx.profile_for(req.height, req.width, req.dynamic)
-        command = trtx.trtexec_command(onnx_path.name, req.precision, profile, req.dynamic, INPUT_NAME)
-        self.extra.update({"trtexec": command, "tensorrt_profile": profile.as_dict(),
+        settings = trtx.export_settings(req.precision, req.height, req.width, req.dynamic, INPUT_NAME)
+        command = settings.trtexec_command(onnx_path.name)
+        self.extra.update({"trtexec": command, "tensorrt_build": settings.record(),
+                           "tensorrt_profile": trtx.profile_record(req.height, req.width, req.dynamic),
                            "engine_built_here": False, "explicit_quantization": req.precision == "int8"})
         atomic_write_text(self.bundle / "README.txt", trtx.readme(command, req.precision))
         files = {"readme": "README.txt"}
@@ -381,10 +382,9 @@ class _Exporter:
             self.verification["tensorrt_fp16"] = ("FP16 is a TensorRT build flag: the ONNX is the verified FP32 graph; "
                                                   "the engine is built and run on the device")
         if trtx.have_tensorrt():
-            self.step(f"building the TensorRT {trtx.tensorrt_version()} engine (this takes minutes)")
-            trtx.build_engine(onnx_path, self.bundle / trtx.ENGINE_NAME, self.bundle / trtx.TIMING_CACHE_NAME,
-                              req.precision, profile, req.dynamic, INPUT_NAME)
-            self.extra.update({"engine_built_here": True, "engine_tensorrt_version": trtx.tensorrt_version()})
+            self.step("building the TensorRT engine (this takes minutes)")
+            identity = trtx.build_here(onnx_path, settings, self.bundle)
+            self.extra.update({"engine_built_here": True, "engine_built_for": identity.as_dict()})
             files["engine"] = trtx.ENGINE_NAME
         else:
             req.log("    tensorrt is not installed here: the engine is built on the device at first load "

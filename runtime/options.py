@@ -42,10 +42,11 @@ class RuntimeOptions:
     computes for that image, as in evaluation).
     ``engine_cache_dir``: where TensorRT engines built on this device are kept (default: the
     bundle's ``engines/`` folder, or ``~/.cache/edge-deeplab/engines`` if that is read-only).
-    ``trt_workspace_mb``: TensorRT builder workspace limit.
-    ``trt_fp16_with_int8``: also allow FP16 kernels for layers an INT8 bundle left unquantized
-    (on by default: the exporter's documented trtexec command uses ``--fp16 --int8`` too, so an
-    engine built here equals one built by hand).
+    ``trt_workspace_mb``: TensorRT builder workspace limit; ``None``: the bundle's recorded one.
+    ``trt_fp16_with_int8``: also allow FP16 kernels for layers an INT8 bundle left unquantized;
+    ``None``: as the bundle records (on, as its trtexec line says ``--int8 --fp16``). With both
+    left at ``None``, an engine built here equals one built by hand with the bundle's command
+    (:mod:`runtime.backends.tensorrt_build`).
     ``trt_max_size``: largest height/width of the optimization profile for dynamic bundles whose
     manifest records no ``extra["tensorrt_profile"]`` (larger images are shrunk to fit, keeping
     their aspect ratio).
@@ -60,8 +61,8 @@ class RuntimeOptions:
     upsample: str = "mask"
     pad_multiple: int = 1
     engine_cache_dir: Path | None = None
-    trt_workspace_mb: int = 1024
-    trt_fp16_with_int8: bool = True
+    trt_workspace_mb: int | None = None
+    trt_fp16_with_int8: bool | None = None
     trt_max_size: int = 1024
 
     def __post_init__(self) -> None:
@@ -78,7 +79,7 @@ class RuntimeOptions:
             ),
             (self.upsample in UPSAMPLE_MODES, f"upsample must be one of {UPSAMPLE_MODES}"),
             (self.pad_multiple >= 1, f"pad_multiple must be >= 1, got {self.pad_multiple}"),
-            (self.trt_workspace_mb > 0, "trt_workspace_mb must be positive"),
+            (self.trt_workspace_mb is None or self.trt_workspace_mb > 0, "trt_workspace_mb must be positive"),
             (self.trt_max_size >= 32, "trt_max_size must be at least 32"),
         ]
         for ok, message in checks:

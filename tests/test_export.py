@@ -434,4 +434,12 @@ def test_manifest_json_round_trips(checkpoint, tmp_path):
     data = json.loads((out / "model.json").read_text())
     assert data["extra"]["tensorrt_profile"]["opt"] == [1, 3, 65, 65]
     assert "--minShapes=image:1x3x33x33" in data["extra"]["trtexec"]
+    # The runtime builds with the settings the bundle records: its trtexec line is the bundle's.
+    from runtime.backends.tensorrt_build import bundle_settings
+    from runtime.backends.tensorrt_engines import profile_shapes
+
+    manifest = read_manifest(out)
+    profile = profile_shapes(manifest.input.shape, 1024, manifest.extra["tensorrt_profile"])
+    assert bundle_settings(manifest, profile).trtexec_command("model.onnx") == data["extra"]["trtexec"]
+    assert data["extra"]["tensorrt_build"] == {"builder_flags": [], "workspace_mb": 1024, "fp16_with_int8": True}
     assert set(data["checksums"]) == {"model.onnx", "README.txt"}

@@ -1,87 +1,28 @@
 """TensorRT 10 backend (target ``tensorrt``): deserialize or build an engine, run it through cuda-python.
 
 The bundle carries an ONNX (with explicit Q/DQ pairs for INT8, so no calibrator is involved); the
-first load on a device builds the engine with the TensorRT Python API and caches it per GPU and
-TensorRT version (see :mod:`runtime.backends.tensorrt_engines`). Device memory is managed with
-cuda-python's runtime bindings, which is the only extra dependency (no PyCUDA, no torch).
+first load on a device builds the engine with :func:`runtime.backends.tensorrt_build.build_engine`
+(the same settings as the bundle's trtexec line) and caches it per GPU and TensorRT version (see
+:mod:`runtime.backends.tensorrt_engines`). Device memory is managed with cuda-python's runtime
+bindings, which is the only extra dependency (no PyCUDA, no torch).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from runtime.backends.base import Backend
+from runtime.backends.cuda_runtime import cuda_call as _cuda_call
+from runtime.backends.cuda_runtime import gpu_name_and_capability, import_cudart
+from runtime.backends.tensorrt_build import bundle_settings, build_engine, trt_logger
 from runtime.backends.tensorrt_engines import DeviceIdentity, default_cache_dir, plan_engine, profile_shapes
 from runtime.errors import BundleError, EdgeDeeplabError
 from runtime.files import atomic_write_bytes
 from runtime.manifest import Manifest
 from runtime.options import RuntimeOptions
-
-
-def import_cudart() -> Any:
-    """cuda-python's runtime API: ``cuda.bindings.runtime`` (12.6+) or the older ``cuda.cudart``."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart
-        except ImportError:
-            raise EdgeDeeplabError(
-                "the tensorrt target needs cuda-python: pip install 'edge-deeplab[tensorrt]'"
-            ) from None
-    return cudart
-
-
-def _cuda_call(cudart: Any, result: Any, what: str) -> Any:
-    """Unpack a cuda-python ``(error, value...)`` tuple, raising on any CUDA error."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if err != cudart.cudaError_t.cudaSuccess:
-        raise EdgeDeeplabError(f"CUDA error in {what}: {err}")
-    return values[0] if len(values) == 1 else values
-
-
-def current_identity(trt: Any, cudart: Any) -> DeviceIdentity:
-    """This machine's GPU name, compute capability and TensorRT version."""
-    device = _cuda_call(cudart, cudart.cudaGetDevice(), "cudaGetDevice")
-    props = _cuda_call(cudart, cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
-    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-    return DeviceIdentity(name.rstrip("\x00").strip(), f"{props.major}.{props.minor}", trt.__version__)
-
-
-def build_engine(
-    trt: Any, logger: Any, onnx_path: Path, manifest: Manifest, options: RuntimeOptions, timing_cache: Path
-) -> bytes:
-    """Build a serialized engine from the bundle's ONNX with the manifest's precision."""
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise BundleError(f"{onnx_path}: TensorRT cannot parse it ({errors[0] if errors else 'unknown error'})")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.trt_workspace_mb << 20)
-    if manifest.precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    elif manifest.precision == "int8":
-        # The ONNX carries explicit Q/DQ scales; the flag lets TensorRT use INT8 kernels for them.
-        config.set_flag(trt.BuilderFlag.INT8)
-        if options.trt_fp16_with_int8:
-            config.set_flag(trt.BuilderFlag.FP16)
-    shapes = profile_shapes(manifest.input.shape, options.trt_max_size, manifest.extra.get("tensorrt_profile"))
-    if shapes is not None:
-        profile = builder.create_optimization_profile()
-        profile.set_shape(manifest.input.name, *shapes)
-        config.add_optimization_profile(profile)
-    blob = timing_cache.read_bytes() if timing_cache.is_file() else b""
-    config.set_timing_cache(config.create_timing_cache(blob), False)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise EdgeDeeplabError(f"TensorRT could not build an engine from {onnx_path} (see the TensorRT log above)")
-    atomic_write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
-    return bytes(memoryview(serialized))
 
 
 class TensorRtBackend(Backend):
@@ -95,14 +36,16 @@ class TensorRtBackend(Backend):
 
         self._trt = trt
         self._cudart = cudart = import_cudart()
-        identity = current_identity(trt, cudart)
+        identity = DeviceIdentity(*gpu_name_and_capability(cudart), trt.__version__)
         cache_dir = options.engine_cache_dir or default_cache_dir(bundle_dir)
-        plan = plan_engine(manifest, bundle_dir, identity, cache_dir)
-        self._logger = trt.Logger(trt.Logger.WARNING)
+        profile = profile_shapes(manifest.input.shape, options.trt_max_size, manifest.extra.get("tensorrt_profile"))
+        settings = bundle_settings(manifest, profile, options.trt_workspace_mb, options.trt_fp16_with_int8)
+        plan = plan_engine(manifest, bundle_dir, identity, cache_dir, settings)
+        self._logger = trt_logger()
         runtime = trt.Runtime(self._logger)
         engine = None
         for path in plan.candidates:
-            # None (and a logged error) when the engine is from another GPU or TensorRT version.
+            # None (and a logged error) when the engine file is damaged or from another TensorRT.
             engine = runtime.deserialize_cuda_engine(path.read_bytes())
             if engine is not None:
                 break
@@ -110,7 +53,8 @@ class TensorRtBackend(Backend):
         if engine is None:
             if plan.build_path is None or plan.onnx_path is None:
                 raise plan.failure(identity)
-            data = build_engine(trt, self._logger, plan.onnx_path, manifest, options, plan.timing_cache_path)
+            print(f"edge-deeplab: {plan.build_message(identity)}", file=sys.stderr, flush=True)
+            data = build_engine(plan.onnx_path, settings, plan.timing_cache_path)
             atomic_write_bytes(plan.build_path, data)
             engine = runtime.deserialize_cuda_engine(data)
             if engine is None:
