@@ -9,12 +9,20 @@ what their consumer fuses:
   asymmetric uint8, weights symmetric int8 per output channel (U8S8, the combination ORT's x86
   kernels run fastest with VNNI; ``reduce_range`` off because this is for VNNI-class CPUs, and the
   manifest records it). ReLU/Clip after a quantized conv are folded into the output's range.
-- ``tensorrt``: TensorRT's explicit-quantization rules: symmetric int8 for activations (per
-  tensor) and weights (per channel), Q/DQ only on the *inputs* of convolutions (data and weight),
-  conv outputs and bias left in float so TensorRT fuses Conv+bias+ReLU and picks each layer's
-  output precision itself; the rest of the graph stays float. A quantized tensor that also feeds a
-  residual ``Add`` shares its Q/DQ pair with it, which is the placement TensorRT's guide asks for
-  so the add can be fused into the preceding conv as an INT8 elementwise epilogue.
+- ``tensorrt``: TensorRT's Q/DQ placement recommendations, checked against NVIDIA's Model Optimizer
+  (``modelopt.onnx.quantization``; ``benchmarks/qdq_placement.py`` prints both side by side):
+  symmetric int8 activations (per tensor) and weights (per channel), conv outputs and bias left in
+  float so TensorRT fuses Conv+bias+ReLU and picks each layer's output precision itself. Q/DQ sit
+  on the *inputs* of the ops TensorRT runs in INT8: convolutions (data and weight), the two
+  upsampling ``Resize`` nodes (image pooling and decoder; without a Q/DQ on their input TensorRT
+  runs them in FP16 between reformat kernels) and ``MaxPool`` (ResNet's stem). The last
+  ``Resize``, which upsamples the classifier's logits, stays float: 8-bit logits would move the
+  argmax at class boundaries. A residual ``Add`` gets its shortcut input quantized (the input on
+  the shorter path from the block's start; the other is fused into the preceding conv as an INT8
+  elementwise epilogue): where the shortcut tensor already feeds a conv it shares that Q/DQ pair,
+  where it is a projection conv's output (the first block of a ResNet or Xception stage) a pair is
+  added by :func:`quantize_residual_inputs`, a graph pass after ONNX Runtime's quantizer, which
+  has no option for one input of a node.
 
 ``onnxruntime.quantization.quant_pre_process`` is not used: the graph it would clean up is already
 constant-folded with batch norms fused (:mod:`exporters.onnx`), and it fails on some dynamic-shape
@@ -32,6 +40,8 @@ from calibration.ranges import Ranges, _ort_method
 from runtime.files import atomic_file
 
 FLAVORS = ("cpu", "tensorrt")
+# The op types whose inputs the tensorrt flavour quantizes (outputs stay float: TensorRT decides).
+TENSORRT_OP_TYPES = ["Conv", "Resize", "MaxPool"]
 
 
 def settings(flavor: str) -> dict:
@@ -41,8 +51,9 @@ def settings(flavor: str) -> dict:
                 "op_types_to_quantize": "all supported", "activation_symmetric": False, "weight_symmetric": True}
     if flavor == "tensorrt":
         return {"activation_type": "QInt8", "weight_type": "QInt8", "per_channel": True, "reduce_range": False,
-                "op_types_to_quantize": ["Conv"], "activation_symmetric": True, "weight_symmetric": True,
-                "quantize_conv_output": False, "quantize_bias": False}
+                "op_types_to_quantize": TENSORRT_OP_TYPES, "activation_symmetric": True, "weight_symmetric": True,
+                "quantize_outputs": False, "quantize_bias": False, "float_resize": "the logits upsampling",
+                "residual_add": "shortcut input quantized"}
     raise ValueError(f"unknown QDQ flavour {flavor!r}")
 
 
@@ -68,13 +79,16 @@ def quantize(
     if flavor == "cpu":
         options = dict(activation_type=QuantType.QUInt8, extra_options={"WeightSymmetric": True})
     elif flavor == "tensorrt":
+        common["nodes_to_exclude"] += logits_resizes(fp32_path)
         options = dict(
             activation_type=QuantType.QInt8,
-            op_types_to_quantize=["Conv"],
+            op_types_to_quantize=TENSORRT_OP_TYPES,
             extra_options={
                 "ActivationSymmetric": True,
                 "WeightSymmetric": True,
-                "OpTypesToExcludeOutputQuantization": ["Conv"],
+                "OpTypesToExcludeOutputQuantization": TENSORRT_OP_TYPES,
+                # Resize and MaxPool are otherwise quantized only when their input already is.
+                "ForceQuantizeNoInputCheck": True,
                 "QuantizeBias": False,
                 "QDQKeepRemovableActivations": True,
             },
@@ -88,6 +102,8 @@ def quantize(
         with atomic_file(dest) as tmp, tempfile.TemporaryDirectory(prefix="edge-deeplab-qdq-") as work:
             out = Path(work) / "model.onnx"
             quantize_static(str(fp32_path), str(out), None, **common, **options)
+            if flavor == "tensorrt":
+                quantize_residual_inputs(out, ranges, exclude)
             tmp.write_bytes(out.read_bytes())
     finally:
         quant_logger.setLevel(level)
@@ -105,3 +121,86 @@ def quantized_convs(model_path: str | Path) -> list[str]:
     graph = onnx.load(str(model_path)).graph
     dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     return [n.name for n in graph.node if n.op_type == "Conv" and len(n.input) > 1 and n.input[1] in dq_outputs]
+
+
+def logits_resizes(model_path: str | Path) -> list[str]:
+    """``Resize`` nodes reading a conv's output directly: the upsampling of the classifier's logits.
+
+    The other upsamplings read a ReLU's output (a conv block's activation).
+    """
+    import onnx
+
+    graph = onnx.load(str(model_path)).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    return [n.name for n in graph.node if n.op_type == "Resize" and producer.get(n.input[0]) == "Conv"]
+
+
+def quantize_residual_inputs(model_path: Path, ranges: Ranges, exclude: Sequence[str] = ()) -> list[str]:
+    """Add a Q/DQ pair on the shortcut input of each ``Add`` of two conv outputs; returns the Adds.
+
+    The shortcut is the input with the shorter path from the graph input (a projection conv
+    against the block's last conv). Its scale is computed from the cached calibration range with
+    ONNX Runtime's own symmetric int8 formula, as the quantizer does for every other tensor. Adds
+    whose shortcut conv the accuracy guard keeps in float (``exclude``) are left alone.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization.calibrate import load_tensors_data
+    from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
+
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    depth: dict[str, int] = {}
+    for node in graph.node:  # ONNX Runtime writes the graph topologically sorted
+        level = 1 + max((depth.get(i, 0) for i in node.input), default=0)
+        depth.update({o: level for o in node.output})
+    tensors = load_tensors_data(ranges.path)
+    qmin, qmax = get_qmin_qmax_for_qType(TensorProto.INT8, symmetric=True)
+    done = []
+    for add in list(graph.node):
+        sources = [producer.get(i) for i in add.input]
+        if add.op_type != "Add" or len(sources) != 2 or not all(src is not None and src.op_type == "Conv" for src in sources):
+            continue
+        index = min((0, 1), key=lambda i: depth[add.input[i]])
+        tensor = add.input[index]
+        if sources[index].name in exclude or tensor not in tensors:
+            continue
+        rmin, rmax = tensors[tensor].range_value
+        zero, scale = compute_scale_zp(rmin, rmax, qmin, qmax, symmetric=True)
+        graph.initializer.extend([
+            numpy_helper.from_array(np.asarray(scale, np.float32).squeeze(), f"{tensor}_residual_scale"),
+            numpy_helper.from_array(np.asarray(zero, np.int8).squeeze(), f"{tensor}_residual_zero_point"),
+        ])
+        params = [f"{tensor}_residual_scale", f"{tensor}_residual_zero_point"]
+        quantize = helper.make_node("QuantizeLinear", [tensor, *params], [f"{tensor}_residual_q"], f"{tensor}_residual_Q")
+        dequantize = helper.make_node("DequantizeLinear", [f"{tensor}_residual_q", *params], [f"{tensor}_residual_dq"],
+                                      f"{tensor}_residual_DQ")
+        position = list(graph.node).index(add)
+        graph.node.insert(position, dequantize)
+        graph.node.insert(position, quantize)
+        add.input[index] = f"{tensor}_residual_dq"
+        done.append(add.name)
+    onnx.save(model, str(model_path))
+    return done
+
+
+def qdq_fed_inputs(model_path: str | Path) -> dict[str, int]:
+    """How many inputs of each op type read a DequantizeLinear output: the Q/DQ placement in numbers.
+
+    Conv is split into its data and weight inputs; a residual Add counts once per quantized input.
+    """
+    import onnx
+
+    graph = onnx.load(str(model_path)).graph
+    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    counts: dict[str, int] = {}
+    for node in graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for index, name in enumerate(node.input):
+            if name in dq_outputs:
+                key = node.op_type if node.op_type != "Conv" else f"Conv {'data' if index == 0 else 'weight'}"
+                counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
