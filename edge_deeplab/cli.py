@@ -26,6 +26,7 @@ COMMANDS = {
     "pipeline": "edge_deeplab.commands.pipeline",
     "datasets": "edge_deeplab.commands.datasets",
     "import-checkpoint": "edge_deeplab.commands.import_checkpoint",
+    "doctor": "edge_deeplab.commands.doctor",
 }
 
 

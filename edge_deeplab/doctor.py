@@ -1,0 +1,325 @@
+"""What ``edge-deeplab doctor`` finds out: the platform, one check per requirement, each bundle run.
+
+The first command to run on a device, so it must work where the least is installed: torch-free,
+and every vendor package (TensorRT, cuda-python, OpenCV, ONNX Runtime, OpenVINO) probed inside a
+try, where its absence is a finding rather than a crash. A check that does not apply to this
+machine (TensorRT on a CPU host without it, L4T off a Jetson) is reported as skipped with the
+reason, never as passed.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from runtime.backends.cuda_runtime import CUDA_PYTHON_INSTALL, cuda_python_problem, cuda_python_version
+from runtime.errors import EdgeDeeplabError
+
+DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
+TEGRA_RELEASE = Path("/etc/nv_tegra_release")
+CUDA_VERSION_JSON = Path("/usr/local/cuda/version.json")
+MIN_L4T = (36, 4)  # JetPack 6.1: TensorRT 10.3, CUDA 12.6
+# Mask agreement a bundle must reach against its reference run. Below 1 because the two runs
+# legitimately differ in kernels: TF32/FP16 accumulation or INT8 rounding move a few pixels that
+# sit on class boundaries. A wrong engine, a broken build or a preprocessing mismatch scores far lower.
+MIN_AGREEMENT = {"fp32": 0.99, "fp16": 0.98, "int8": 0.95}
+
+
+@dataclass
+class Check:
+    """One line of the report: ``status`` is ok, fail or skip; ``fix`` says what to do on fail."""
+
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+
+@dataclass
+class Platform:
+    """What this machine is and which runtimes it has (``None``: not found)."""
+
+    python: str
+    system: str
+    machine: str
+    jetson_model: str | None = None
+    l4t: str | None = None
+    cuda: dict[str, str] = field(default_factory=dict)
+    tensorrt: str | None = None
+    tensorrt_error: str | None = None
+    cuda_python: str | None = None
+    opencv: str | None = None
+    opencv_gstreamer: bool | None = None
+    onnxruntime: str | None = None
+    onnxruntime_providers: list[str] = field(default_factory=list)
+    openvino: str | None = None
+    openvino_devices: list[str] = field(default_factory=list)
+    gpus: int | None = None
+    gpu_error: str | None = None
+
+    @property
+    def is_jetson(self) -> bool:
+        return bool(self.jetson_model and "jetson" in self.jetson_model.lower()) or self.l4t is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "is_jetson": self.is_jetson}
+
+
+def read_l4t(text: str) -> str | None:
+    """'# R36 (release), REVISION: 4.0, ...' -> '36.4.0' (the L4T release JetPack is built on)."""
+    match = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", text)
+    return f"{match.group(1)}.{match.group(2)}" if match else None
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def probe_platform() -> Platform:
+    """Read the device tree and L4T release files and import each runtime to read its version."""
+    found = Platform(python=platform.python_version(), system=platform.platform(), machine=platform.machine())
+    if DEVICE_TREE_MODEL.is_file():
+        found.jetson_model = DEVICE_TREE_MODEL.read_bytes().decode(errors="replace").rstrip("\x00").strip() or None
+    if TEGRA_RELEASE.is_file():
+        found.l4t = read_l4t(TEGRA_RELEASE.read_text(errors="replace"))
+    try:
+        import tensorrt
+
+        found.tensorrt = str(tensorrt.__version__)
+    except Exception as exc:  # ImportError, or OSError when its libraries are not mounted
+        found.tensorrt_error = _first_line(exc)
+    found.cuda_python = cuda_python_version()
+    _probe_cuda(found)
+    try:
+        import cv2
+
+        found.opencv = cv2.__version__
+        found.opencv_gstreamer = bool(re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()))
+    except ImportError:
+        pass
+    try:
+        import onnxruntime
+
+        found.onnxruntime = onnxruntime.__version__
+        found.onnxruntime_providers = list(onnxruntime.get_available_providers())
+    except ImportError:
+        pass
+    try:
+        import openvino
+
+        found.openvino = openvino.get_version()
+        found.openvino_devices = list(openvino.Core().available_devices)
+    except ImportError:
+        pass
+    return found
+
+
+def _probe_cuda(found: Platform) -> None:
+    """CUDA driver/runtime versions and GPU count through cuda-python, else the toolkit's version file."""
+    if found.cuda_python is not None and cuda_python_problem(found.cuda_python) is None:
+        from runtime.backends.cuda_runtime import cuda_call, cuda_versions, import_cudart
+
+        try:
+            cudart = import_cudart()
+            found.cuda = cuda_versions(cudart)
+            found.gpus = int(cuda_call(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount"))
+        except EdgeDeeplabError as exc:
+            found.gpu_error = str(exc)
+    if not found.cuda and CUDA_VERSION_JSON.is_file():
+        import json
+
+        try:
+            found.cuda = {"toolkit": json.loads(CUDA_VERSION_JSON.read_text())["cuda"]["version"]}
+        except (ValueError, KeyError, TypeError):
+            pass
+
+
+def checks(found: Platform) -> list[Check]:
+    """One check per requirement, in the order a user would fix them."""
+    out = [Check("python", "ok" if _version_tuple(found.python)[:2] >= (3, 10) else "fail", found.python,
+                 "edge-deeplab needs Python 3.10 or later")]
+    if found.onnxruntime:
+        out.append(Check("onnxruntime", "ok", f"{found.onnxruntime} ({', '.join(found.onnxruntime_providers)})"))
+    else:
+        out.append(Check("onnxruntime", "fail", "not installed (onnx and onnxruntime bundles need it)",
+                         "pip install edge-deeplab"))
+    if found.openvino:
+        out.append(Check("openvino", "ok", f"{found.openvino} ({', '.join(found.openvino_devices)})"))
+    else:
+        out.append(Check("openvino", "skip", "not installed; only openvino bundles need it "
+                         "(pip install 'edge-deeplab[openvino]')"))
+    out.append(_opencv_check(found))
+    out += _jetson_checks(found)
+    return out
+
+
+def _opencv_check(found: Platform) -> Check:
+    if found.opencv is None:
+        return Check("opencv", "skip", "not installed; only video files, cameras and streams need it "
+                     "(pip install 'edge-deeplab[video]'; on a Jetson apt install python3-opencv)")
+    if found.opencv_gstreamer:
+        return Check("opencv", "ok", f"{found.opencv} with GStreamer")
+    if found.is_jetson:
+        return Check("opencv", "fail", f"{found.opencv} without GStreamer: CSI cameras (nvarguscamerasrc) and "
+                     "GStreamer pipelines will not open",
+                     "use Ubuntu's OpenCV: pip uninstall opencv-python-headless && apt install python3-opencv")
+    return Check("opencv", "ok", f"{found.opencv} without GStreamer (files, USB cameras and RTSP work; "
+                 "GStreamer pipelines do not)")
+
+
+def _jetson_checks(found: Platform) -> list[Check]:
+    """L4T, TensorRT, cuda-python and the GPU: checked on a Jetson or wherever TensorRT is installed."""
+    out = []
+    if found.is_jetson:
+        if found.l4t is None:
+            out.append(Check("l4t", "fail", f"{found.jetson_model}: {TEGRA_RELEASE} is missing or unreadable",
+                             f"mount or copy the host's {TEGRA_RELEASE}, or run on JetPack 6.1 or later"))
+        elif _version_tuple(found.l4t)[:2] < MIN_L4T:
+            out.append(Check("l4t", "fail", f"L4T {found.l4t} on {found.jetson_model}: TensorRT bundles need "
+                             "JetPack 6.1 (L4T 36.4, TensorRT 10.3) or later", "flash JetPack 6.1 or 6.2"))
+        else:
+            out.append(Check("l4t", "ok", f"L4T {found.l4t} on {found.jetson_model}"))
+    else:
+        out.append(Check("l4t", "skip", f"not a Jetson ({DEVICE_TREE_MODEL} names no Jetson and "
+                         f"{TEGRA_RELEASE} is absent)"))
+    if not found.is_jetson and found.tensorrt is None:
+        reason = (f"TensorRT is not installed here ({found.tensorrt_error}) and this is not a Jetson: "
+                  "tensorrt bundles are built and run on the device")
+        return out + [Check("tensorrt", "skip", reason)] + [
+            Check(name, "skip", "not checked: only the TensorRT backend needs it (see tensorrt)")
+            for name in ("cuda-python", "gpu")]
+    if found.tensorrt is None:
+        out.append(Check("tensorrt", "fail", f"does not import: {found.tensorrt_error}",
+                         "in a container, run it with --runtime nvidia; on the host, apt install python3-libnvinfer"))
+    elif _version_tuple(found.tensorrt)[0] != 10:
+        out.append(Check("tensorrt", "fail", f"TensorRT {found.tensorrt}; the tensorrt target needs TensorRT 10",
+                         "use JetPack 6.1/6.2 (TensorRT 10.3), or pip install 'tensorrt>=10,<11' on a desktop GPU"))
+    else:
+        out.append(Check("tensorrt", "ok", found.tensorrt))
+    problem = cuda_python_problem(found.cuda_python)
+    out.append(Check("cuda-python", "fail", problem, CUDA_PYTHON_INSTALL) if problem
+               else Check("cuda-python", "ok", str(found.cuda_python)))
+    if found.gpus:
+        cuda = ", ".join(f"{k} {v}" for k, v in found.cuda.items())
+        out.append(Check("gpu", "ok", f"{found.gpus} CUDA device(s), CUDA {cuda}"))
+    elif problem:
+        out.append(Check("gpu", "skip", "not probed: cuda-python is not usable (see above)"))
+    else:
+        out.append(Check("gpu", "fail", found.gpu_error or "no CUDA device visible",
+                         "in a container, run it with --runtime nvidia (and check the host with nvidia-smi or tegrastats)"))
+    return out
+
+
+@dataclass
+class Images:
+    """The images a bundle is run on, and where they came from (said in the report)."""
+
+    arrays: list[np.ndarray]
+    source: str
+
+
+def bundle_images(manifest: Any, count: int) -> Images:
+    """The first ``count`` validation images of the dataset the bundle records, when readable here.
+
+    A dataset path recorded on the workstation is usually absent on the device; then the built-in
+    synthetic set is used, and the report says so and why.
+    """
+    from edge_deeplab.data.base import open_dataset
+
+    recorded = [manifest.verification.get("miou", {}).get("dataset"), manifest.source.get("dataset")]
+    why = "the bundle records no dataset"
+    for spec in [s for s in recorded if isinstance(s, str) and s]:
+        try:
+            dataset = open_dataset(spec, "val")
+        except (EdgeDeeplabError, OSError) as exc:
+            why = f"its dataset {spec} is not readable here ({_first_line(exc)})"
+            continue
+        if len(dataset):
+            picked = [dataset[i].image for i in range(min(count, len(dataset)))]
+            return Images(picked, f"{len(picked)} validation image(s) of {spec}, the bundle's dataset")
+        why = f"its dataset {spec} has no validation images"
+    dataset = open_dataset("synthetic", "val")
+    picked = [dataset[i].image for i in range(count)]
+    return Images(picked, f"{count} image(s) of the built-in synthetic set ({why})")
+
+
+def reference_segmenter(manifest: Any, bundle: Path) -> tuple[Any, str]:
+    """The run a bundle's masks are compared with, and what it is.
+
+    tensorrt: ONNX Runtime (CPU) on the bundle's own ONNX, the graph the engine was built from.
+    onnx/onnxruntime: the same ONNX in ONNX Runtime with graph optimizations off (the literal
+    graph against the fused kernels the device runs). openvino: the same IR with f32 inference
+    precision (exact) against the plugin's default precision (bf16/fp16 where the hardware has it).
+    """
+    import runtime
+    from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from runtime.options import RuntimeOptions
+    from runtime.segmenter import Segmenter
+
+    if manifest.target == "tensorrt":
+        if not manifest.files.get("model", "").endswith(".onnx"):
+            raise EdgeDeeplabError("the bundle has no ONNX to run in ONNX Runtime")
+        options = RuntimeOptions()
+        backend = OnnxRuntimeBackend(manifest, bundle, options)
+        return Segmenter(manifest, bundle, backend, options), "ONNX Runtime (CPU) on the bundle's model.onnx"
+    if manifest.target == "openvino":
+        return runtime.load(bundle, ov_precision_hint="f32"), "the same IR in OpenVINO at f32 inference precision"
+    return runtime.load(bundle, ort_optimization="disable"), "ONNX Runtime with graph optimizations disabled"
+
+
+def check_bundle(bundle: Path, found: Platform, images: int, runs: int, warmup: int,
+                 load_options: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """Load, run, compare and time one bundle; every outcome is a dict with ``status`` and ``detail``."""
+    import runtime
+    from runtime.benchmark import measure
+    from runtime.manifest import read_manifest
+
+    result: dict[str, Any] = {"bundle": str(bundle)}
+    try:
+        manifest = read_manifest(bundle)
+    except EdgeDeeplabError as exc:
+        return {**result, "status": "fail", "detail": str(exc), "fix": "re-copy or re-export the bundle"}
+    result.update(target=manifest.target, precision=manifest.precision)
+    if manifest.target == "tensorrt" and found.tensorrt is None:
+        return {**result, "status": "skip",
+                "detail": f"TensorRT is not importable here ({found.tensorrt_error}); run doctor on the device"}
+    if manifest.target == "openvino" and found.openvino is None:
+        return {**result, "status": "skip", "detail": "OpenVINO is not installed here (pip install 'edge-deeplab[openvino]')"}
+    try:
+        log(f"loading {bundle} ({manifest.target} {manifest.precision})")
+        start = time.perf_counter()
+        segmenter = runtime.load(bundle, **load_options)
+        result["load_s"] = round(time.perf_counter() - start, 3)  # includes a TensorRT engine build
+        with segmenter:
+            picked = bundle_images(manifest, images)
+            result["images"] = picked.source
+            masks = [np.array(segmenter.predict(image)) for image in picked.arrays]
+            reference, what = reference_segmenter(manifest, bundle)
+            with reference:
+                expected = [reference.predict(image) for image in picked.arrays]
+            agreement = float(np.mean([(m == e).mean() for m, e in zip(masks, expected)]))
+            floor = MIN_AGREEMENT[manifest.precision]
+            result.update(reference=what, agreement=round(agreement, 5), min_agreement=floor)
+            stats = measure(segmenter, picked.arrays, runs=runs, warmup=warmup, name=bundle.name)
+            result["latency_ms"] = {"p50": round(stats.p50_ms, 3), "p90": round(stats.p90_ms, 3),
+                                    "runs": stats.runs, "warmup": stats.warmup}
+    except EdgeDeeplabError as exc:
+        return {**result, "status": "fail", "detail": str(exc)}
+    ok = agreement >= floor
+    result["status"] = "ok" if ok else "fail"
+    result["detail"] = (f"mask agreement {agreement:.4f} with {what} (needs {floor}), p50 {stats.p50_ms:.2f} ms, "
+                        f"load {result['load_s']:.1f} s; {picked.source}")
+    if not ok:
+        result["fix"] = "re-export the bundle; for int8 try --max-drop or another --calib-method"
+    return result
