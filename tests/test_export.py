@@ -7,6 +7,7 @@ something; inputs are 65x65 and calibration/validation sets a handful of images.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -491,3 +492,20 @@ def test_manifest_json_round_trips(checkpoint, tmp_path):
     assert bundle_settings(manifest, profile).trtexec_command("model.onnx") == data["extra"]["trtexec"]
     assert data["extra"]["tensorrt_build"] == {"builder_flags": [], "workspace_mb": 1024, "fp16_with_int8": True}
     assert set(data["checksums"]) == {"model.onnx", "README.txt"}
+
+
+@pytest.mark.tensorrt
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None,
+                    reason="TensorRT (and an NVIDIA GPU) are not available on this machine")
+def test_export_builds_the_engine_where_tensorrt_imports_and_the_runtime_uses_it(checkpoint, tmp_path):
+    import runtime
+
+    out = tmp_path / "trt"
+    assert export(checkpoint, "--target", "tensorrt", "--precision", "fp16", "--input-size", SIZE, "--val-data", VAL,
+                  "--out", out) == 0
+    manifest = read_manifest(out)
+    assert manifest.files["engine"] == "model.engine" and manifest.extra["engine_built_here"]
+    assert set(manifest.extra["engine_built_for"]) == {"gpu_name", "compute_capability", "tensorrt_version"}
+    with runtime.load(out, engine_cache_dir=tmp_path / "cache") as seg:  # the shipped engine: no rebuild
+        assert seg.predict(np.zeros((65, 65, 3), np.uint8)).shape == (65, 65)
+    assert not list((tmp_path / "cache").glob("*.engine"))
