@@ -16,8 +16,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from runtime.backends.cuda_runtime import gpu_name_and_capability, import_cudart
 from runtime.backends.tensorrt_build import ENGINE_NAME, TIMING_CACHE_NAME, BuildSettings, build_engine
 from runtime.backends.tensorrt_engines import DeviceIdentity
+from runtime.files import atomic_write_bytes
 
 Shape = tuple[int, int, int, int]
 
@@ -70,9 +72,6 @@ def build_here(onnx_path: Path, settings: BuildSettings, bundle: Path) -> Device
     rebuilds instead of trying to deserialize it.
     """
     import tensorrt as trt
-
-    from runtime.backends.cuda_runtime import gpu_name_and_capability, import_cudart
-    from runtime.files import atomic_write_bytes
 
     identity = DeviceIdentity(*gpu_name_and_capability(import_cudart()), trt.__version__)
     atomic_write_bytes(bundle / ENGINE_NAME, build_engine(onnx_path, settings, bundle / TIMING_CACHE_NAME))
