@@ -51,7 +51,7 @@ def settings(flavor: str) -> dict:
                 "op_types_to_quantize": "all supported", "activation_symmetric": False, "weight_symmetric": True}
     if flavor == "tensorrt":
         return {"activation_type": "QInt8", "weight_type": "QInt8", "per_channel": True, "reduce_range": False,
-                "op_types_to_quantize": TENSORRT_OP_TYPES, "activation_symmetric": True, "weight_symmetric": True,
+                "op_types_to_quantize": list(TENSORRT_OP_TYPES), "activation_symmetric": True, "weight_symmetric": True,
                 "quantize_outputs": False, "quantize_bias": False, "float_resize": "the logits upsampling",
                 "residual_add": "shortcut input quantized"}
     raise ValueError(f"unknown QDQ flavour {flavor!r}")
