@@ -72,8 +72,7 @@ class EnginePlan:
         why = "; ".join(self.notes) or "no engine in the bundle"
         return BundleError(
             f"no usable TensorRT engine for {identity.describe()}: {why}, and the bundle has no ONNX model to "
-            "build one from; "
-            "re-export the bundle with its ONNX or build the engine on this device"
+            "build one from; re-export the bundle with its ONNX or build the engine on this device"
         )
 
 
