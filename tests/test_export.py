@@ -248,7 +248,8 @@ def test_tensorrt_qdq_runs_in_onnxruntime_and_scores_like_the_ort_int8_model(che
     assert "--int8" in trt.extra["trtexec"] and "--fp16" in trt.extra["trtexec"]
     assert (trt_out / "README.txt").read_text().count("trtexec") == 1
     # It runs in ONNX Runtime close to FP32, and both INT8 models score alike on the validation images.
-    assert trt.verification["vs_fp32"]["argmax_agreement"] >= 0.95
+    # (0.957 here, ONNX Runtime's CPU flavour 0.969: the floor leaves room for other calibration sets.)
+    assert trt.verification["vs_fp32"]["argmax_agreement"] >= 0.93
     assert abs(trt.verification["miou"]["int8"] - ort.verification["miou"]["int8"]) * 100 < 5.0
 
 
