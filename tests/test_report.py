@@ -171,16 +171,23 @@ def test_report_rejects_bad_requests_before_any_work(tmp_path, capsys):
 
 def test_pipeline_reuses_a_finished_run_only_with_the_same_options(tmp_path, capsys):
     from edge_deeplab.commands.pipeline import train_or_reuse
-    from edge_deeplab.config import TrainConfig
+    from edge_deeplab.config import make_config
 
-    config = TrainConfig(out=str(tmp_path / "train"), iterations=10)
+    config = make_config({}, {"out": str(tmp_path / "train"), "iterations": 10})
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "best.pt").write_bytes(b"checkpoint")
     (tmp_path / "train" / "train_config.json").write_text(json.dumps(config.to_dict()))
     assert train_or_reuse(config, force=False) == tmp_path / "train" / "best.pt"
     assert "reusing the trained model" in capsys.readouterr().err
     with pytest.raises(EdgeDeeplabError, match="other iterations"):
-        train_or_reuse(TrainConfig(out=str(tmp_path / "train"), iterations=20), force=False)
+        train_or_reuse(make_config({}, {"out": str(tmp_path / "train"), "iterations": 20}), force=False)
+    # A run saved before the head was resolved at configuration time (separable: null) was dense.
+    saved = json.loads((tmp_path / "train" / "train_config.json").read_text())
+    (tmp_path / "train" / "train_config.json").write_text(json.dumps({**saved, "separable": None}))
+    with pytest.raises(EdgeDeeplabError, match="other separable"):
+        train_or_reuse(config, force=False)
+    dense = make_config({}, {"out": str(tmp_path / "train"), "iterations": 10, "separable": False})
+    assert train_or_reuse(dense, force=False) == tmp_path / "train" / "best.pt"
 
 
 # -- a real report ---------------------------------------------------------------------------------------

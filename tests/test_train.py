@@ -37,6 +37,17 @@ def test_yaml_config_rejects_unknown_option(tmp_path):
         load_yaml_config(cfg)
 
 
+def test_default_head_and_its_step_budget_are_resolved_into_the_config():
+    from edge_deeplab.config import make_config
+
+    edge = make_config({}, {})
+    assert edge.separable is True and edge.iterations == 3200  # the edge recipe: separable head
+    dense = make_config({}, {"separable": False})
+    assert dense.separable is False and dense.iterations == 1600  # the same training time
+    assert make_config({}, {"backbone": "resnet50"}).separable is False
+    assert make_config({"iterations": 50}, {"separable": True}).iterations == 50  # given steps are kept
+
+
 def test_bad_output_stride_is_rejected():
     with pytest.raises(EdgeDeeplabError, match="output stride"):
         make_config({}, {"output_stride": 12})
