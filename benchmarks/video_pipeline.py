@@ -5,7 +5,7 @@
 Generates a 640x480 clip (moving colour blocks, mp4v) in a temporary folder, then measures, in
 one process and alternating: (a) predict-only fps on the already decoded frames, and (b) the full
 pipeline fps (decode -> infer -> overlay + encode, threads with bounded queues). Aim: pipeline /
-predict-only >= 0.8, i.e. decoding and encoding are hidden behind inference. Torch-free.
+predict-only >= 0.95, i.e. decoding and encoding are hidden behind inference. Torch-free.
 """
 
 from __future__ import annotations
