@@ -3,8 +3,8 @@
     python benchmarks/mask_bundles.py [--runs 30] [--warmup 3]
 
 At two real sizes (VOC: 21 classes at 513x513; Cityscapes-shaped: 19 classes at 512x1024) it
-builds, from one untrained MobileNetV2 DeepLabv3+ (timing does not depend on the weights), two
-ONNX Runtime INT8 bundles that differ only in their end: ``mask`` (ArgMax inside the graph, uint8
+builds, from one untrained MobileNetV2 DeepLabv3+ with the default (separable) head (timing does
+not depend on the weights), two ONNX Runtime INT8 bundles that differ only in their end: ``mask`` (ArgMax inside the graph, uint8
 out) and ``logits`` (the float logits, argmax on the host, as bundles were before). Then, in one
 process and interleaved round-robin:
 
@@ -46,7 +46,7 @@ def build_bundle(folder: Path, num_classes: int, height: int, width: int, output
     from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig("mobilenetv2", num_classes, 16)).eval()
+    model = build_model(ModelConfig("mobilenetv2", num_classes, 16, separable=True)).eval()  # the default head
     bundle = folder / f"{num_classes}c-{height}x{width}-{outputs}"
     bundle.mkdir(parents=True)
     fp32 = export_onnx(model, folder / f"{bundle.name}-fp32.onnx", height, width, uint8_input=True,
