@@ -17,7 +17,7 @@ from runtime.errors import EdgeDeeplabError
 # The default head per backbone: atrous separable convs in ASPP and decoder for the edge backbone
 # and for Xception-65 (as in the paper), dense 3x3 convs for the ResNets. On the synthetic set the
 # separable MobileNetV2 head, trained as long as the dense one, scored 76.3 mIoU against 75.6 and
-# runs at 0.3-0.5x its latency (README, "Which head"), so it is the default.
+# runs at 0.34-0.56x its latency (README, "Which head"), so it is the default.
 SEPARABLE_BY_DEFAULT = {"mobilenetv2": True, "xception65": True, "resnet50": False, "resnet101": False}
 # Default steps per head: the same training time on the 2-core development CPU, where a separable
 # MobileNetV2 step costs 0.53x a dense one (benchmarks/head_costs.py): both take about 9.5 minutes.
