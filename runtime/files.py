@@ -13,10 +13,32 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
 
 from runtime.errors import EdgeDeeplabError
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask. ``os.umask`` can only be read by setting it, so set and restore it under a lock."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _honour_umask(path: Path, directory: bool) -> None:
+    """Give a temporary file or folder the mode an ordinary ``open``/``mkdir`` would have.
+
+    ``mkstemp``/``mkdtemp`` create 0600/0700 whatever the umask, which is right for secrets but
+    not for bundles, checkpoints, reports and images: copied or mounted into the Jetson container,
+    which runs as another, unprivileged user, they could not be read.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
 def check_writable(dest: str | os.PathLike, overwrite: bool) -> Path:
@@ -35,6 +57,7 @@ def atomic_file(dest: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    _honour_umask(tmp, directory=False)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
@@ -67,6 +90,7 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     dest = check_writable(dest, overwrite)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    _honour_umask(tmp, directory=True)
     try:
         yield tmp
         old = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 
 from runtime.errors import EdgeDeeplabError
 from tiny_model import train_tiny_checkpoint
+from runtime.files import current_umask
 from runtime.manifest import read_manifest
 
 CALIB = "synthetic:size=64,n=24"
@@ -56,6 +58,10 @@ def test_static_fp32_onnx_matches_pytorch_and_manifest_is_complete(checkpoint, t
                   "--float-input", "--out", out) == 0
     manifest = read_manifest(out)
     assert manifest.precision == "fp32" and manifest.files == {"model": "model.onnx"}
+    # Readable by the Jetson container's other user: modes follow the umask (0755/0644 under 022).
+    umask = current_umask()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o666 & ~umask}
     assert manifest.input.shape == [1, 3, 65, 65] and manifest.input.dtype == "float32"
     assert manifest.outputs == ["mask", "logits"]
     assert manifest.model["backbone"] == "mobilenetv2" and manifest.model["output_stride"] == 16
