@@ -9,6 +9,7 @@ written atomically, so a run killed while saving leaves the previous checkpoint 
 from __future__ import annotations
 
 import pickle
+import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +92,16 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
 
     path = Path(path)
     with atomic_file(path) as tmp:
-        torch.save(checkpoint.to_dict(), tmp)
+        try:
+            torch.save(checkpoint.to_dict(), tmp)
+        except RuntimeError as exc:
+            # torch's zip writer reports a failed write (a full disk) as "enforce fail ... unexpected
+            # pos", without the OS error: say what was being written and how much room is left.
+            free_mb = shutil.disk_usage(tmp.parent).free / 1e6
+            raise EdgeDeeplabError(
+                f"cannot write checkpoint {path} ({str(exc).strip().splitlines()[0][:120]}); "
+                f"{free_mb:.1f} MB free on its disk"
+            ) from None
     return path
 
 

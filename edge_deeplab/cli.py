@@ -3,7 +3,8 @@
 Each subcommand lives in its own module that exposes ``add_parser(subparsers)`` and ``run(args)``;
 the modules are imported only when their command runs, so ``edge-deeplab infer`` on a Jetson never
 imports torch. A :class:`runtime.errors.EdgeDeeplabError` is a user error: it is printed as one
-line and the exit status is 2. Ctrl-C exits with 130.
+line and the exit status is 2, and so is a write that failed because the disk is full. Ctrl-C
+exits with 130.
 """
 
 from __future__ import annotations
@@ -70,6 +71,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"edge-deeplab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # A full disk is the user's to fix, wherever the write was (a library's own file, a log).
+        from runtime.files import no_room_error
+
+        full = no_room_error(exc, exc.filename or "the output")
+        if full is None:
+            raise
+        print(f"edge-deeplab {args.command}: error: {full}", file=sys.stderr)
+        return 2
     return int(code or 0)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -25,6 +26,7 @@ import numpy as np
 from calibration.inputs import PreparedImage
 from calibration.nncf_data import nncf_dataset
 from exporters.verify import Outputs, Runner, Validation
+from runtime.errors import EdgeDeeplabError
 from runtime.telemetry import disable_telemetry
 
 IR_NAME = "model.xml"
@@ -45,7 +47,15 @@ def read_onnx(onnx_path: str | Path):
 
 def save_ir(model, out_dir: Path, fp16: bool) -> dict[str, str]:
     """Write ``model.xml`` + ``model.bin``; returns the manifest's file roles."""
-    _ov().save_model(model, str(out_dir / IR_NAME), compress_to_fp16=fp16)
+    try:
+        _ov().save_model(model, str(out_dir / IR_NAME), compress_to_fp16=fp16)
+    except RuntimeError as exc:
+        # OpenVINO reports a failed write (a full disk) as a bare "iostream error".
+        free_mb = shutil.disk_usage(out_dir).free / 1e6
+        raise EdgeDeeplabError(
+            f"OpenVINO cannot write the IR into {out_dir.parent} ({str(exc).strip().splitlines()[0][:120]}); "
+            f"{free_mb:.1f} MB free on that disk"
+        ) from None
     return {"model": IR_NAME, "weights": WEIGHTS_NAME}
 
 

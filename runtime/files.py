@@ -9,6 +9,7 @@ caller says so (``overwrite=True``, the CLI's ``--force``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -21,6 +22,30 @@ from runtime.errors import EdgeDeeplabError
 
 
 _UMASK_LOCK = threading.Lock()
+# errno values that mean "the disk cannot take this write", not "the program is wrong".
+_NO_ROOM = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+            errno.EFBIG: "file too large for this file system"}
+
+
+class DiskFullError(EdgeDeeplabError):
+    """A write failed for lack of room; the message names the destination the user asked for."""
+
+    def __init__(self, dest: str | os.PathLike, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"cannot write {dest}: {reason}; nothing was written there, free some space and run again")
+
+
+def no_room_error(exc: BaseException, dest: str | os.PathLike) -> EdgeDeeplabError | None:
+    """The one-line error for a write that failed because the disk is full, else None.
+
+    Writes are atomic, so what failed left nothing behind; the message says so, because the
+    first thing a user wonders after "disk full" is whether something is now half-written.
+    """
+    if isinstance(exc, DiskFullError):  # from a write inside this one: name the outer destination
+        return DiskFullError(dest, exc.reason)
+    if not isinstance(exc, OSError) or exc.errno not in _NO_ROOM:
+        return None
+    return DiskFullError(dest, _NO_ROOM[exc.errno])
 
 
 def current_umask() -> int:
@@ -63,6 +88,11 @@ def atomic_file(dest: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
+    except OSError as exc:
+        full = no_room_error(exc, dest)
+        if full is None:
+            raise
+        raise full from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -100,6 +130,11 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         os.replace(tmp, dest)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except (OSError, DiskFullError) as exc:
+        full = no_room_error(exc, dest)
+        if full is None:
+            raise
+        raise full from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
