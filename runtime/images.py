@@ -10,13 +10,19 @@ images, so results agree to within rounding whichever is present.
 from __future__ import annotations
 
 import importlib.util
+import math
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
 from runtime.errors import EdgeDeeplabError
+
+# Images are decoded to at most this many pixels (50 MP, beyond any phone or machine-vision
+# camera's output); larger files are shrunk while decoding, see open_image.
+MAX_PIXELS = 50_000_000
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -38,6 +44,10 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     model has no use for it and compositing would invent a background colour).
     """
     array = np.asarray(image)
+    if array.dtype == object or array.ndim == 0:
+        raise EdgeDeeplabError(
+            f"expected an image (a numpy array, or a file path to predict), got {type(image).__name__} {image!r:.80}"
+        )
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
@@ -62,13 +72,17 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read any image file Pillow understands as uint8 HxWx3 RGB; one clear error if it cannot."""
-    from PIL import Image, UnidentifiedImageError
+    """Read any image file Pillow understands as uint8 HxWx3 RGB; one clear error if it cannot.
+
+    The picture comes upright (EXIF orientation applied: phones store photos sideways and say so
+    in a tag) and at most :data:`MAX_PIXELS` pixels (see :func:`open_image`).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            img.load()
+        with open_image(path) as img:
+            ImageOps.exif_transpose(img, in_place=True)
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 array = np.asarray(img)
                 if array.dtype != np.uint16:
@@ -78,8 +92,56 @@ def read_image(path: str | Path) -> np.ndarray:
             return to_rgb_uint8(np.asarray(img if img.mode == "RGB" else img.convert("RGB")))
     except FileNotFoundError:
         raise EdgeDeeplabError(f"{path}: no such file") from None
+    except Image.DecompressionBombError as exc:
+        raise EdgeDeeplabError(f"{path}: refused, too many pixels to decode safely ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise EdgeDeeplabError(f"{path}: not a readable image ({exc})") from None
+
+
+# What ``Segmenter.predict`` takes: pixels, or the path of an image file.
+ImageInput = Union[np.ndarray, str, os.PathLike]
+
+
+def read_if_path(image: ImageInput) -> np.ndarray:
+    """The pixels of ``image``: read from disk when it is a path (``seg.predict("photo.jpg")``)."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    return image
+
+
+def open_image(path: Path) -> Any:
+    """Open and decode an image file, shrunk while decoding when it has more than MAX_PIXELS pixels.
+
+    A 50000x50000 PNG is 2.5 gigapixels: Pillow refuses anything above twice its
+    ``MAX_IMAGE_PIXELS`` (about 179 MP) as a possible decompression bomb, before decoding. Below
+    that, a picture larger than :data:`MAX_PIXELS` is reduced by an integer factor to fit: JPEGs
+    already in the decoder (``draft`` decodes at 1/2, 1/4 or 1/8 scale from the DCT coefficients,
+    so the full image never exists in memory), other formats right after decoding (``reduce``).
+    No model runs at such sizes, so nothing is lost but time and memory.
+    """
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        # Between MAX_IMAGE_PIXELS and twice it Pillow only warns; the cap below handles those sizes.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(path)
+    try:
+        width, height = img.size
+        factor = math.ceil(math.sqrt(width * height / MAX_PIXELS)) if width * height > MAX_PIXELS else 1
+        if factor > 1 and img.format == "JPEG":
+            img.draft("RGB", (width // factor, height // factor))
+        img.load()
+        width, height = img.size
+        if width * height > MAX_PIXELS:
+            reduced = img.reduce(math.ceil(math.sqrt(width * height / MAX_PIXELS)))
+            img.close()
+            img = reduced
+    except BaseException:
+        img.close()
+        raise
+    return img
 
 
 def list_images(folder: str | Path) -> list[Path]:

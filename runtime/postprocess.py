@@ -82,14 +82,17 @@ def overlay(
 
     With OpenCV installed (the video extra) and uint8 class masks, a LUT and ``addWeighted``;
     otherwise integer arithmetic in uint16 (alpha quantized to 1/256). Both round to within one
-    grey level of the exact blend, which is all a display needs.
+    grey level of the exact blend, which is all a display needs. The image may be anything
+    ``predict`` takes (grayscale, RGBA, 16-bit); it is converted to RGB first, so the result is
+    always RGB.
     """
+    from runtime.images import _cv2, to_rgb_uint8
+
+    image = to_rgb_uint8(image)
     if not 0.0 <= alpha <= 1.0:
         raise EdgeDeeplabError(f"overlay alpha must be within [0, 1], got {alpha}")
     if image.shape[:2] != mask.shape[:2]:
         raise EdgeDeeplabError(f"image {image.shape[:2]} and mask {mask.shape[:2]} differ in size")
-    from runtime.images import _cv2
-
     cv2 = _cv2()
     if cv2 is not None and mask.dtype == np.uint8 and image.dtype == np.uint8:
         # OpenCV's table lookup and weighted add (SIMD, no temporaries): 1.4 ms against 15 ms for

@@ -19,7 +19,7 @@ import numpy as np
 
 from runtime.backends import Backend, open_backend
 from runtime.errors import BundleError, EdgeDeeplabError
-from runtime.images import resize_logits
+from runtime.images import ImageInput, read_if_path, resize_logits
 from runtime.manifest import LOGITS, MASK, Manifest, read_manifest
 from runtime.options import RuntimeOptions
 from runtime.postprocess import argmax_classes, mask_from_logits, restore_mask
@@ -40,23 +40,25 @@ class Segmenter:
             raise EdgeDeeplabError(_needs_logits(bundle_dir, "upsample='logits' (bilinear logits before the argmax)"))
 
     # -- the public calls -------------------------------------------------------------------
-    def predict(self, image: np.ndarray) -> np.ndarray:
-        """uint8 HxWx3 RGB (grayscale, RGBA and 16-bit are converted) -> HxW class indices."""
+    def predict(self, image: ImageInput) -> np.ndarray:
+        """uint8 HxWx3 RGB (grayscale, RGBA and 16-bit are converted), or an image file's path -> HxW class indices."""
         return self.predict_batch([image])[0]
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def predict_batch(self, images: Sequence[ImageInput]) -> list[np.ndarray]:
         """Masks for several images; images that fit the same input size share one backend call."""
+        images = [read_if_path(image) for image in images]
         if self.manifest.has_mask and self.options.upsample == "mask":
             return self._infer(images, MASK, restore_mask)
         return self._infer(images, LOGITS, self._to_mask)
 
-    def logits(self, image: np.ndarray) -> np.ndarray:
+    def logits(self, image: ImageInput) -> np.ndarray:
         """float32 C x H x W logits at the image's size (bilinear), for evaluation or soft outputs.
 
         Only bundles exported with ``--outputs logits`` or ``both`` have them.
         """
         if not self.manifest.has_logits:
             raise EdgeDeeplabError(_needs_logits(self.bundle_dir, "logits (soft output)"))
+        image = read_if_path(image)
 
         def crop_and_resize(logits: np.ndarray, placement: Placement) -> np.ndarray:
             valid = np.asarray(logits[:, : placement.scaled_h, : placement.scaled_w], dtype=np.float32)

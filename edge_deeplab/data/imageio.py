@@ -3,8 +3,9 @@
 Images in the wild come as grayscale, RGBA, palette or 16-bit files; the model wants uint8 RGB, so
 :func:`read_image` converts them all. Masks are the opposite: a palette PNG (VOC style) stores class
 indices and a colour table, and the indices are the labels, so :func:`read_mask` never converts
-through colour. EXIF orientation is deliberately not applied: masks carry no EXIF, and the label
-grid must line up with the stored pixel grid of the image.
+through colour. Images are turned upright by their EXIF orientation, as the runtime does at
+inference: labelling tools (labelme, CVAT, Label Studio) draw on the upright picture, so that is
+the grid their masks are in. Masks carry no EXIF and are used as stored.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from runtime.errors import EdgeDeeplabError
 from runtime.files import atomic_file
@@ -51,8 +52,12 @@ def _wide_to_uint8(arr: np.ndarray) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read any Pillow-readable image as uint8 HxWx3 RGB (alpha is dropped, not blended)."""
+    """Read any Pillow-readable image, upright, as uint8 HxWx3 RGB (alpha is dropped, not blended)."""
     img = _open(path, "image")
+    try:
+        ImageOps.exif_transpose(img, in_place=True)
+    except _READ_ERRORS as exc:
+        raise EdgeDeeplabError(f"cannot read image {path}: broken EXIF orientation ({exc})") from None
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         gray = _wide_to_uint8(np.asarray(img))
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
