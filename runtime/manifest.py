@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from runtime.errors import BundleError
@@ -154,6 +154,7 @@ def read_manifest(bundle_dir: str | Path, verify_files: bool = True) -> Manifest
             f"{path} has schema version {version}, newer than this runtime understands ({SCHEMA_VERSION}); "
             "upgrade edge-deeplab on this device"
         )
+    check_field_types(data, path)
     try:
         manifest = Manifest.from_dict(data)
     except TypeError as exc:
@@ -164,6 +165,7 @@ def read_manifest(bundle_dir: str | Path, verify_files: bool = True) -> Manifest
         raise BundleError(f"{path}: target {manifest.target} has no precision {manifest.precision!r}")
     if not manifest.outputs or any(name not in (MASK, LOGITS) for name in manifest.outputs):
         raise BundleError(f"{path}: outputs {manifest.outputs!r} must name {MASK!r}, {LOGITS!r} or both")
+    check_file_names(manifest, path)
     if verify_files:
         for name, digest in manifest.checksums.items():
             file = bundle_dir / name
@@ -172,3 +174,79 @@ def read_manifest(bundle_dir: str | Path, verify_files: bool = True) -> Manifest
             if sha256_file(file) != digest:
                 raise BundleError(f"bundle file {file} does not match its manifest (truncated or altered copy?)")
     return manifest
+
+
+# JSON type of each manifest field, for check_field_types. A hand-edited or damaged model.json
+# must fail here with the field's name, not later inside a backend with a Python traceback.
+_OBJECT, _LIST, _STR, _INT, _NUMBER = dict, list, str, int, (int, float)
+_FIELD_TYPES: dict[str, Any] = {
+    "target": _STR, "precision": _STR, "files": _OBJECT, "input": _OBJECT, "classes": _LIST,
+    "palette": _LIST, "mean": _LIST, "std": _LIST, "outputs": _LIST, "output_name": _STR, "ignore_index": _INT,
+    "model": _OBJECT, "source": _OBJECT, "calibration": (_OBJECT, type(None)), "verification": _OBJECT,
+    "tools": _OBJECT, "extra": _OBJECT, "checksums": _OBJECT, "schema_version": _INT,
+}
+_INPUT_TYPES: dict[str, Any] = {"name": _STR, "shape": _LIST, "dtype": _STR, "layout": _STR, "color": _STR, "resize": _STR}
+_INPUT_VALUES: dict[str, tuple[str, ...]] = {
+    "dtype": ("float32", "uint8"), "layout": ("NCHW",), "color": ("RGB",), "resize": ("pad", "stretch"),
+}
+_JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number", type(None): "null"}
+
+
+def _json_type(value: Any) -> str:
+    return "a boolean" if isinstance(value, bool) else _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def _is(value: Any, expected: Any) -> bool:
+    """isinstance, except that JSON true/false counts as no other type (no manifest field is a boolean)."""
+    return isinstance(value, expected) and not isinstance(value, bool)
+
+
+def _expect(value: Any, expected: Any, where: str, path: Path) -> None:
+    if not _is(value, expected):
+        wanted = " or ".join(_JSON_NAMES[t] for t in (expected if isinstance(expected, tuple) else (expected,)))
+        raise BundleError(f"{path}: {where} must be {wanted}, not {_json_type(value)} ({json.dumps(value)[:60]})")
+
+
+def check_field_types(data: dict[str, Any], path: Path) -> None:
+    """Check the JSON type of every known field and of the items inside them (one line per problem)."""
+    for name, expected in _FIELD_TYPES.items():
+        if name in data:
+            _expect(data[name], expected, f'"{name}"', path)
+    for name, expected in _INPUT_TYPES.items():
+        if name in data.get("input", {}):
+            _expect(data["input"][name], expected, f'"input.{name}"', path)
+    for index, dim in enumerate(data.get("input", {}).get("shape", [])):
+        _expect(dim, (int, type(None)), f'"input.shape[{index}]"', path)
+        if dim is not None and dim < 1:
+            raise BundleError(f'{path}: "input.shape[{index}]" must be positive or null (dynamic), not {dim}')
+    for name, allowed in _INPUT_VALUES.items():
+        value = data.get("input", {}).get(name)
+        if value is not None and value not in allowed:
+            raise BundleError(f'{path}: "input.{name}" must be one of {", ".join(allowed)}, not {value!r}')
+    for name in ("files", "checksums", "tools"):
+        for key, value in data.get(name, {}).items():
+            _expect(value, _STR, f'"{name}.{key}"', path)
+    for index, value in enumerate(data.get("classes", [])):
+        _expect(value, _STR, f'"classes[{index}]"', path)
+    for index, colour in enumerate(data.get("palette", [])):
+        _expect(colour, _LIST, f'"palette[{index}]"', path)
+        if len(colour) != 3 or not all(_is(c, _INT) and 0 <= c <= 255 for c in colour):
+            raise BundleError(f'{path}: "palette[{index}]" must be three integers 0-255, not {json.dumps(colour)[:60]}')
+    for name in ("mean", "std"):
+        values = data.get(name, [])
+        if len(values) != 3 or not all(_is(v, _NUMBER) for v in values):
+            raise BundleError(f'{path}: "{name}" must be three numbers (R, G, B), not {json.dumps(values)[:60]}')
+    if any(v <= 0 for v in data.get("std", [1])):
+        raise BundleError(f'{path}: "std" must be positive, not {json.dumps(data["std"])[:60]}')
+
+
+def check_file_names(manifest: Manifest, path: Path) -> None:
+    """Every model file must be a plain name inside the bundle: a manifest may not point elsewhere.
+
+    A bundle comes from another machine; letting ``"model": "../../home/user/x"`` through would
+    make the runtime read (and, for TensorRT engines, write beside) files outside the folder.
+    """
+    for name in [*manifest.files.values(), *manifest.checksums]:
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if not parts or parts[0] == "/" or ".." in parts:
+            raise BundleError(f"{path}: file {name!r} is not inside the bundle; a bundle may only name its own files")
