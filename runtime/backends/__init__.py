@@ -28,6 +28,12 @@ def open_backend(manifest: Manifest, bundle_dir: Path, options: RuntimeOptions) 
     try:
         return getattr(module, class_name)(manifest, bundle_dir, options)
     except ModuleNotFoundError as exc:
+        if name == "tensorrt" and (exc.name or "").split(".")[0] == "tensorrt":
+            # On a CPU host pip cannot help: TensorRT needs an NVIDIA GPU, and the engine is built where it runs.
+            raise EdgeDeeplabError(
+                f"{bundle_dir} is a tensorrt bundle: it runs on the Jetson (or another NVIDIA GPU with TensorRT), "
+                "and this machine has no TensorRT; copy the bundle there, or export --target onnx or openvino for a CPU"
+            ) from None
         raise EdgeDeeplabError(
             f"target {manifest.target} needs the {exc.name} package, which is not installed: pip install '{extra}'"
         ) from None

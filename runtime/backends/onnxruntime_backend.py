@@ -15,7 +15,11 @@ _ORT_TYPES = {"float32": "tensor(float)", "uint8": "tensor(uint8)"}
 
 
 class OnnxRuntimeBackend(Backend):
-    """An ``onnxruntime.InferenceSession`` on the CPU execution provider."""
+    """An ``onnxruntime.InferenceSession`` on the CPU execution provider.
+
+    Thread-safe without a lock: ``InferenceSession.run`` may be called from several threads at
+    once (ONNX Runtime documents it), and each call returns freshly allocated outputs.
+    """
 
     name = "onnxruntime"
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +32,36 @@ def openvino_config(manifest: Manifest, options: RuntimeOptions) -> dict[str, st
     return config
 
 
+def openvino_reason(exc: Exception) -> str:
+    """The line of an OpenVINO exception that says what is wrong.
+
+    OpenVINO's messages start with "Exception from src/...cpp:84:" and "Check '...' failed at"
+    lines, which name its own source files; the cause is the first line after those.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Exception from", "Check '"))]
+    return (useful or lines or ["unknown error"])[0]
+
+
+def load_error(exc: Exception, xml: Path, weights: Path) -> BundleError:
+    """One line naming the file OpenVINO could not use: the weights .bin or the .xml graph."""
+    reason = openvino_reason(exc)
+    if not weights.is_file():
+        return BundleError(f"{weights}: the weights file is missing (OpenVINO: {reason})")
+    if "bin" in reason.lower() or "weights" in reason.lower():
+        return BundleError(f"{weights}: OpenVINO cannot read the weights, a damaged or mismatched .bin ({reason})")
+    return BundleError(f"{xml}: OpenVINO cannot load it ({reason})")
+
+
 class OpenVinoBackend(Backend):
-    """A compiled OpenVINO model with one infer request (synchronous, lowest latency)."""
+    """A compiled OpenVINO model with one synchronous infer request per calling thread.
+
+    Thread-safe this way: an infer request runs one inference at a time ("Infer Request is busy"
+    otherwise), while the compiled model can run several requests at once. Each thread gets its
+    own request on first use (kept in a ``threading.local``), so no lock is held during
+    inference, threads run in parallel, and the output view a call returns stays valid until
+    that same thread's next call, which is what :class:`runtime.segmenter.Segmenter` relies on.
+    """
 
     name = "openvino"
 
@@ -48,8 +78,7 @@ class OpenVinoBackend(Backend):
             model = core.read_model(str(xml), str(weights))
             self.compiled = core.compile_model(model, options.device, self.config)
         except RuntimeError as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
-            raise BundleError(f"{xml}: OpenVINO cannot load it ({first_line})") from None
+            raise load_error(exc, xml, weights) from None
         input_names = [name for port in self.compiled.inputs for name in port.get_names()]
         output_names = [name for port in self.compiled.outputs for name in port.get_names()]
         model_hw = []
@@ -59,11 +88,20 @@ class OpenVinoBackend(Backend):
         self.check_model_io(input_names, output_names, model_hw)
         self._input = self.compiled.input(manifest.input.name)
         self._outputs = {name: self.compiled.output(name) for name in manifest.outputs}
-        self.request = self.compiled.create_infer_request()
+        self._requests = threading.local()
+
+    @property
+    def request(self) -> Any:
+        """This thread's infer request, created on its first call."""
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self.compiled.create_infer_request()
+        return request
 
     def run(self, batch: np.ndarray, output: str) -> np.ndarray:
         # share_inputs avoids copying the input into OpenVINO's tensor; share_outputs returns a
-        # view of the request's output tensor (valid until the next infer(), as run() promises)
-        # instead of copying every output, the unused logits of a "both" bundle included.
+        # view of this thread's request's output tensor (valid until that thread's next infer(),
+        # as run() promises) instead of copying every output, the unused logits of a "both"
+        # bundle included.
         result = self.request.infer({self._input: batch}, share_inputs=True, share_outputs=True)
         return result[self._outputs[output]]

@@ -10,6 +10,7 @@ bindings, which is the only extra dependency (no PyCUDA, no torch).
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,12 @@ from runtime.options import RuntimeOptions
 
 
 class TensorRtBackend(Backend):
-    """One TensorRT execution context with device buffers that grow to the largest input seen."""
+    """One TensorRT execution context with device buffers that grow to the largest input seen.
+
+    Thread-safe through a lock around :meth:`run`: the context, its stream and the device buffers
+    are shared, and an execution context runs one inference at a time. On a Jetson the GPU is
+    one device anyway, so parallel calls would queue there; each call returns its own host array.
+    """
 
     name = "tensorrt"
 
@@ -77,6 +83,7 @@ class TensorRtBackend(Backend):
             self.max_batch = int(max_shape[0])
         self._stream = _cuda_call(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._device: dict[str, tuple[int, int]] = {}  # tensor name -> (pointer, bytes)
+        self._lock = threading.Lock()
 
     def _buffer(self, name: str, nbytes: int) -> int:
         """A device buffer of at least ``nbytes`` for ``name``, reallocated only when it must grow."""
@@ -90,6 +97,10 @@ class TensorRtBackend(Backend):
         return pointer
 
     def run(self, batch: np.ndarray, output: str) -> np.ndarray:
+        with self._lock:
+            return self._run(batch, output)
+
+    def _run(self, batch: np.ndarray, output: str) -> np.ndarray:
         cudart, kinds = self._cudart, self._cudart.cudaMemcpyKind
         batch = np.ascontiguousarray(batch, dtype=self._dtypes[self._input])
         if not self.context.set_input_shape(self._input, batch.shape):
