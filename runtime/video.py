@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from runtime.errors import EdgeDeeplabError
+from runtime.files import no_room_error
 from runtime.images import write_mask
 from runtime.postprocess import overlay, palette_array
 
@@ -37,6 +39,7 @@ class PipelineStats:
     encode_ms: float = 0.0
     seconds: float = 0.0
     interrupted: bool = False
+    stopped_by: str = ""  # what interrupted the run: "Ctrl-C" or a signal's name
     output: str = ""
     masks: str = ""
     _totals: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "infer": 0.0, "encode": 0.0}, repr=False)
@@ -54,7 +57,7 @@ class PipelineStats:
         """The per-stage timing lines printed at the end of a run."""
         lines = [
             f"frames: {self.frames} written, {self.skipped} corrupt frames skipped"
-            + (" (stopped by Ctrl-C)" if self.interrupted else ""),
+            + (f" (stopped by {self.stopped_by or 'Ctrl-C'})" if self.interrupted else ""),
             f"decode {self.decode_ms:.1f} ms/frame | infer {self.infer_ms:.1f} ms/frame | "
             f"encode {self.encode_ms:.1f} ms/frame",
             f"throughput {self.fps:.1f} fps over {self.seconds:.1f} s",
@@ -92,6 +95,29 @@ def _drain(items: "queue.Queue[Any]") -> None:
         continue
 
 
+def check_playable(path: Path, final: Path | None, frames: int) -> None:
+    """Fail, naming ``final``, unless the encoded file at ``path`` opens and holds every frame written.
+
+    OpenCV's ``VideoWriter.write`` returns nothing and only logs when a write fails, e.g. on a
+    full disk; the file is then left without its index and does not play. Reading the header
+    back is the one way to know that what was written is a video.
+    """
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+        plays = cap.isOpened() and cap.read()[0]
+    finally:
+        cap.release()
+    if not plays or 0 < count < frames:
+        free_mb = shutil.disk_usage(path.parent).free / 1e6
+        raise EdgeDeeplabError(
+            f"writing video {final or path} failed: the encoded file does not play back "
+            f"({count if plays else 0} of {frames} frames readable; {free_mb:.1f} MB free on its disk); it was removed"
+        )
+
+
 def run_video(
     frames: Iterable[np.ndarray | None],
     predict: Callable[[np.ndarray], np.ndarray],
@@ -122,8 +148,12 @@ def run_video(
     out_path = Path(out_path) if out_path is not None else None
     tmp_path = out_path.with_name(f".{out_path.stem}.partial{out_path.suffix}") if out_path else None
     masks_dir = Path(masks_dir) if masks_dir is not None else None
-    if masks_dir is not None:
-        masks_dir.mkdir(parents=True, exist_ok=True)
+    # Masks go to a hidden folder renamed into place at the end, like the video, so a failed run
+    # (a full disk) leaves no half set of masks.
+    masks_tmp = masks_dir.with_name(f".{masks_dir.name}.partial") if masks_dir is not None else None
+    if masks_tmp is not None:
+        shutil.rmtree(masks_tmp, ignore_errors=True)
+        masks_tmp.mkdir(parents=True)
     start = time.perf_counter()
 
     def infer_stage() -> None:
@@ -150,8 +180,8 @@ def run_video(
             while (item := inferred.get()) is not _END:
                 index, rgb, mask = item
                 t0 = time.perf_counter()
-                if masks_dir is not None:
-                    write_mask(masks_dir / f"frame_{index:06d}.png", mask, palette)
+                if masks_tmp is not None:
+                    write_mask(masks_tmp / f"frame_{index:06d}.png", mask, palette)
                 if tmp_path is not None:
                     bgr = cv2.cvtColor(overlay(rgb, mask, table, alpha), cv2.COLOR_RGB2BGR)
                     _draw_fps(cv2, bgr, (stats.frames + 1) / max(time.perf_counter() - start, 1e-6))
@@ -194,8 +224,9 @@ def run_video(
             if not _put(decoded, (read, rgb), stop):
                 break
             read += 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         stats.interrupted = True
+        stats.stopped_by = str(exc)
     finally:
         _put(decoded, _END, threading.Event())
         for worker in workers:
@@ -203,17 +234,29 @@ def run_video(
         if writer_box:
             writer_box[0].release()
         stats.seconds = time.perf_counter() - start
-    if errors:
+    try:
+        if errors:
+            raise errors[0]
+        if read == 0:
+            raise EdgeDeeplabError("no frame could be decoded from the source")
+        if tmp_path is not None and writer_box:
+            check_playable(tmp_path, out_path, stats.frames)
+            os.replace(tmp_path, out_path)
+            stats.output = str(out_path)
+        if masks_tmp is not None:
+            if masks_dir.exists():  # replaced only when the caller allowed it (the CLI's --force)
+                shutil.rmtree(masks_dir)
+            os.replace(masks_tmp, masks_dir)
+            stats.masks = str(masks_dir)
+    except BaseException as exc:
         if tmp_path is not None:
             tmp_path.unlink(missing_ok=True)
-        raise errors[0]
-    if read == 0:
-        raise EdgeDeeplabError("no frame could be decoded from the source")
-    if tmp_path is not None and writer_box:
-        os.replace(tmp_path, out_path)
-        stats.output = str(out_path)
-    if masks_dir is not None:
-        stats.masks = str(masks_dir)
+        if masks_tmp is not None:
+            shutil.rmtree(masks_tmp, ignore_errors=True)
+        full = no_room_error(exc, masks_dir or out_path)
+        if full is not None:
+            raise full from None
+        raise
     n = max(stats.frames, 1)
     stats.decode_ms = stats._totals["decode"] * 1000 / max(read, 1)
     stats.infer_ms = stats._totals["infer"] * 1000 / n

@@ -8,8 +8,12 @@ folder; video sources give an annotated video (overlay + fps) through the thread
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Any, Iterator
 
 from runtime.errors import EdgeDeeplabError
 
@@ -55,7 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
     )
     parser.add_argument("bundle", type=Path, help="bundle folder (made by 'edge-deeplab export')")
     parser.add_argument("source", nargs="?", help="image, folder, video, camera index, URL or GStreamer pipeline")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (images) or video file / folder")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output folder (images), an image file (one image in), or a video file / folder")
     parser.add_argument("--masks", action="store_true", help="also write class-index PNGs (with palette)")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the colour mask")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
@@ -81,13 +86,23 @@ def _progress(total: int | None, disabled: bool, unit: str):
     return tqdm(total=total, unit=unit, disable=disabled, file=sys.stderr, dynamic_ncols=True)
 
 
-def _run_images(seg, images: list[Path], args: argparse.Namespace) -> int:
-    """Overlay (and mask) PNGs for each image; unreadable images are skipped, counted and listed."""
+def _image_out_file(args: argparse.Namespace, kind: str) -> Path | None:
+    """--out as the overlay file itself: one image in, an image file name (``result.png``) out."""
+    from runtime.images import IMAGE_SUFFIXES
+
+    return args.out if kind == "image" and args.out.suffix.lower() in IMAGE_SUFFIXES else None
+
+
+def _single_mask_path(single: Path) -> Path:
+    """Where --masks puts the class-index PNG beside an image-file --out: ``result.png`` -> ``result_mask.png``."""
+    return single.with_name(f"{single.stem}_mask.png")
+
+
+def _segment_images(seg, images: list[Path], out: Path, args: argparse.Namespace, single: Path | None) -> list[str]:
+    """Write each image's overlay (and mask) into ``out``, or to ``single``; return the skipped ones."""
     import runtime
     from runtime.images import write_image, write_mask
 
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     skipped: list[str] = []
     with _progress(len(images), args.no_progress or len(images) < 2, "img") as bar:
         for path in images:
@@ -98,16 +113,39 @@ def _run_images(seg, images: list[Path], args: argparse.Namespace) -> int:
                 bar.update(1)
                 continue
             mask = seg.predict(image)
-            write_image(out / f"{path.stem}_overlay.png", runtime.overlay(image, mask, seg.palette, args.alpha))
+            overlay_path = single or out / f"{path.stem}_overlay.png"
+            write_image(overlay_path, runtime.overlay(image, mask, seg.palette, args.alpha))
             if args.masks:
-                write_mask(out / f"{path.stem}_mask.png", mask, seg.palette)
+                write_mask(_single_mask_path(single) if single else out / f"{path.stem}_mask.png", mask, seg.palette)
             bar.update(1)
+    return skipped
+
+
+def _run_images(seg, images: list[Path], args: argparse.Namespace, single: Path | None) -> int:
+    """Overlay (and mask) PNGs for each image; unreadable images are skipped, counted and listed.
+
+    A folder of results is written under a temporary name and renamed into place when done, so
+    a run in which every image fails (or the disk fills up) leaves no folder, and an existing
+    --out is replaced (with --force) only by a complete one.
+    """
+    from runtime.files import atomic_dir
+
+    out: Path = args.out
+    if single is not None:
+        skipped = _segment_images(seg, images, out, args, single)
+    else:
+        with atomic_dir(out, overwrite=args.force) as tmp:
+            skipped = _segment_images(seg, images, tmp, args, None)
+            if len(skipped) == len(images):
+                raise EdgeDeeplabError(skipped[0] if len(images) == 1 else
+                                       f"none of the {len(images)} images could be read; the first: {skipped[0]}")
     done = len(images) - len(skipped)
-    print(f"{done} image(s) segmented into {out}" + (f"; {len(skipped)} unreadable skipped:" if skipped else ""))
+    if done == 0:
+        raise EdgeDeeplabError(skipped[0])
+    where = f"into {out}" if single is None else f"to {out}"
+    print(f"{done} image(s) segmented {where}" + (f"; {len(skipped)} unreadable skipped:" if skipped else ""))
     for line in skipped:
         print(f"  skipped {line}")
-    if done == 0:
-        raise EdgeDeeplabError(f"none of the {len(images)} image(s) could be read")
     return 0
 
 
@@ -115,8 +153,42 @@ def _video_out_path(args: argparse.Namespace, source: str, kind: str) -> Path:
     """--out as given if it names a video file, else ``--out/<source name>.mp4``."""
     if args.out.suffix.lower() in VIDEO_SUFFIXES:
         return args.out
+    if args.out.exists() and not args.out.is_dir():
+        raise EdgeDeeplabError(f"--out {args.out} is a file; give a folder or a video file name ({', '.join(VIDEO_SUFFIXES)})")
     stem = Path(source).stem if kind == "video" else {"camera": f"camera{source}"}.get(kind, kind)
     return args.out / f"{stem}.mp4"
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM stops like Ctrl-C: what was read is finished and the video kept.
+
+    ``docker stop``, systemd and a plain ``kill`` send SIGTERM; dying on it would leave only the
+    hidden partial file. The first SIGTERM raises KeyboardInterrupt("SIGTERM") in the main thread
+    (where Python runs signal handlers); later ones are ignored while the run winds down.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _ended_early(stats, declared: int | None, args: argparse.Namespace) -> str:
+    """A line when a video file gave fewer frames than its header declares (a truncated file), else ''."""
+    stopped = stats.interrupted or args.max_frames is not None or args.duration is not None
+    seen = stats.frames + stats.skipped
+    if declared is None or stopped or seen >= declared:
+        return ""
+    return f"the stream ended early: {seen} of the {declared} frames the file declares (truncated or damaged file?)"
 
 
 def _run_video(seg, source: str, kind: str, args: argparse.Namespace) -> int:
@@ -131,14 +203,14 @@ def _run_video(seg, source: str, kind: str, args: argparse.Namespace) -> int:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     cap = open_capture(source, kind)
     try:
-        total = None
+        total = declared = None
         if kind == "video":
             import cv2
 
-            total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+            total = declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
             if args.max_frames is not None and total is not None:
                 total = min(total, args.max_frames)
-        with _progress(total, args.no_progress, "frame") as bar:
+        with _progress(total, args.no_progress, "frame") as bar, _sigterm_as_interrupt():
             stats = run_video(
                 capture_frames(cap),
                 seg.predict,
@@ -155,6 +227,9 @@ def _run_video(seg, source: str, kind: str, args: argparse.Namespace) -> int:
     finally:
         cap.release()
     print(stats.summary())
+    early = _ended_early(stats, declared, args)
+    if early:
+        print(early)
     return 130 if stats.interrupted else 0
 
 
@@ -179,11 +254,14 @@ def run(args: argparse.Namespace) -> int:
     if kind not in VIDEO_KINDS:
         from runtime.files import check_writable
 
+        single = _image_out_file(args, kind)
         check_writable(args.out, args.force)
+        if single is not None and args.masks:
+            check_writable(_single_mask_path(single), args.force)
         images = [Path(source)] if kind == "image" else list_images(source)
         if not images:
             raise EdgeDeeplabError(f"{source} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     with runtime.load(args.bundle, upsample=args.upsample, **runtime_options(args)) as seg:
         if kind in VIDEO_KINDS:
             return _run_video(seg, source, kind, args)
-        return _run_images(seg, images, args)
+        return _run_images(seg, images, args, single)
