@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import yaml
 
@@ -86,6 +86,7 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
 
 def make_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> TrainConfig:
     """Defaults < YAML file < flags (flags left at ``None`` do not override)."""
+    check_types(file_values)
     merged = dict(file_values)
     merged.update({k: v for k, v in flag_values.items() if v is not None})
     try:
@@ -98,6 +99,29 @@ def make_config(file_values: dict[str, Any], flag_values: dict[str, Any]) -> Tra
         config.iterations = DEFAULT_ITERATIONS[bool(config.separable)]
     validate(config)
     return config
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def check_types(values: dict[str, Any]) -> None:
+    """Check YAML values against the option types, so ``iterations: "eight"`` is one clear line.
+
+    YAML gives whatever the file says (a string, a list); flags are already typed by argparse.
+    An integer is accepted for a float option (``lr: 1``) but a boolean is never a number.
+    """
+    hints = get_type_hints(TrainConfig)
+    for name, value in values.items():
+        if value is None:
+            if type(None) in get_args(hints[name]):
+                continue
+            raise EdgeDeeplabError(f"config option {name} has no value; give one or remove the line")
+        base = next(t for t in (get_args(hints[name]) or (hints[name],)) if t is not type(None))
+        accepted = (int, float) if base is float else (base,)
+        if isinstance(value, bool) != (base is bool) or not isinstance(value, accepted):
+            raise EdgeDeeplabError(
+                f"config option {name} must be {_TYPE_NAMES[base]}, not {type(value).__name__} {value!r:.60}"
+            )
 
 
 def validate(config: TrainConfig) -> None:

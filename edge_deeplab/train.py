@@ -106,9 +106,29 @@ def _prepare_out_dir(out: Path, resume: bool, force: bool) -> None:
         for stale in out.glob(".*.tmp"):  # a checkpoint being written when the run was killed
             stale.unlink()
         return
+    if out.exists() and not out.is_dir():
+        raise EdgeDeeplabError(f"--out {out} is a file; a run needs a folder for its checkpoints and log")
     if out.exists() and any(out.iterdir()) and not force:
         raise EdgeDeeplabError(f"{out} already holds a training run; pass --resume to continue it or --force to start over")
+    if force:
+        _clear_run_files(out)
     out.mkdir(parents=True, exist_ok=True)
+
+
+# What a run writes into --out; --force removes these (and only these) before starting over.
+RUN_FILES = ("best.pt", "last.pt", "log.jsonl", "train_config.json")
+
+
+def _clear_run_files(out: Path) -> None:
+    """Remove an older run's files, so its best.pt and log are not mistaken for the new run's.
+
+    A new run writes best.pt only when it beats its own best so far, and appends to log.jsonl: an
+    old best.pt with a higher mIoU would survive and be reported as this run's result.
+    """
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for stale in out.glob(".*.tmp"):
+        stale.unlink()
 
 
 def _no_decay_parameters(model) -> set[int]:
