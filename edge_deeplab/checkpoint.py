@@ -72,6 +72,7 @@ class Checkpoint:
         from edge_deeplab.models import build_model, set_output_stride
 
         model = build_model(self.model_config)
+        check_state_dict(model.state_dict(), self.state_dict, f"{self.path or 'checkpoint'}")
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as exc:
@@ -84,6 +85,25 @@ class Checkpoint:
             set_output_stride(model, output_stride)
         model.eval()
         return model
+
+
+def check_state_dict(expected: dict[str, Any], given: dict[str, Any], where: str) -> None:
+    """Name the first tensor whose shape differs, with both shapes, or the first missing/extra key.
+
+    torch's own message starts with "Error(s) in loading state_dict" and lists the tensors on the
+    lines below, which a one-line error would cut off.
+    """
+    for name, tensor in expected.items():
+        if name not in given:
+            raise EdgeDeeplabError(f"{where}: weights have no tensor {name} ({len(given)} tensors given, {len(expected)} expected)")
+        shape = tuple(getattr(given[name], "shape", ()))
+        if shape != tuple(tensor.shape):
+            raise EdgeDeeplabError(
+                f"{where}: tensor {name} has shape {list(shape)} in the checkpoint, the model needs {list(tensor.shape)}"
+            )
+    extra = sorted(set(given) - set(expected))
+    if extra:
+        raise EdgeDeeplabError(f"{where}: weights hold {len(extra)} tensor(s) the model does not have, e.g. {extra[0]}")
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from runtime.errors import EdgeDeeplabError
-from runtime.files import atomic_write_text
+from runtime.files import atomic_write_text, check_writable
 
 
 def add_parser(subparsers, name: str) -> None:
@@ -26,6 +26,7 @@ def add_parser(subparsers, name: str) -> None:
     p.add_argument("--band-widths", default="2,4,8,16", help="trimap band widths in pixels (default 2,4,8,16)")
     p.add_argument("--device", default="cpu", help="torch device for checkpoints (default cpu)")
     p.add_argument("--json", dest="json_path", help="also write the figures to this JSON file")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
 
 
@@ -44,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from edge_deeplab.evaluate import format_table, score_predictions
 
     widths = parse_widths(args.band_widths)
+    if args.json_path:
+        check_writable(args.json_path, args.force)  # before the scoring, not after it
     path = Path(args.model)
     if path.is_dir():
         import runtime
@@ -77,6 +80,6 @@ def run(args: argparse.Namespace) -> int:
     title = f"{path} on {data_spec}/{args.split}" + (f" at output stride {info['output_stride']}" if info.get("output_stride") else "")
     print(format_table(summary, title))
     if args.json_path:
-        atomic_write_text(args.json_path, json.dumps(summary, indent=2, default=float) + "\n")
+        atomic_write_text(args.json_path, json.dumps(summary, indent=2, default=float) + "\n", overwrite=args.force)
         print(f"wrote {args.json_path}")
     return 0

@@ -29,6 +29,22 @@ def parse_size(text: str) -> tuple[int, int]:
     return height, int(match.group(2) or height)
 
 
+# The largest input an export accepts: 8192 px a side and 4096x8192 in all, twice a full
+# Cityscapes frame each way. Checked before anything is allocated: a typo such as 100000x100000
+# would otherwise ask torch for 120 GB for the first tensor.
+MAX_INPUT_SIDE = 8192
+MAX_INPUT_PIXELS = 4096 * 8192
+
+
+def check_input_size_limit(height: int, width: int) -> None:
+    """Refuse an input size no device could run, in one line, before any work."""
+    if max(height, width) > MAX_INPUT_SIDE or height * width > MAX_INPUT_PIXELS:
+        raise EdgeDeeplabError(
+            f"input size {height}x{width} is too large: at most {MAX_INPUT_SIDE} pixels a side and "
+            "4096x8192 pixels in all"
+        )
+
+
 def add_parser(subparsers, name: str) -> None:
     parser = subparsers.add_parser(
         name,
@@ -106,6 +122,8 @@ def build_request(args: argparse.Namespace):
     precision = check_target(args.target, args.precision)
     if args.outputs not in OUTPUT_CHOICES:
         raise EdgeDeeplabError(f"unknown --outputs {args.outputs!r}; choose one of {', '.join(OUTPUT_CHOICES)}")
+    if args.input_size:
+        check_input_size_limit(*args.input_size)
     check_writable(args.out, args.force)
     if args.calib_images < 1:
         raise EdgeDeeplabError(f"--calib-images must be at least 1, got {args.calib_images}")
@@ -152,6 +170,7 @@ def build_request(args: argparse.Namespace):
     config = ckpt.model_config
     (height, width), why = (args.input_size, "") if args.input_size else default_input_size(ckpt, validation)
     if not args.input_size:
+        check_input_size_limit(height, width)
         print(f"input size {height}x{width}: {why} (--input-size to change it)", file=sys.stderr)
     req = ExportRequest(
         model=None,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_deeplab.commands.evaluate import parse_widths
-from edge_deeplab.commands.export import parse_size
+from edge_deeplab.commands.export import check_input_size_limit, parse_size
 from runtime.errors import EdgeDeeplabError
 from runtime.manifest import PRECISIONS, TARGETS
 
@@ -120,6 +120,7 @@ def check_numbers(args: argparse.Namespace) -> tuple[tuple[int, ...], int]:
         raise EdgeDeeplabError(f"--max-drop must be >= 0 mIoU points, got {args.max_drop}")
     if args.input_size is not None:
         check_input_size(args.input_size, max(args.output_strides))
+        check_input_size_limit(*args.input_size)
     return widths, args.band_width
 
 
