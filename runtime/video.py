@@ -118,6 +118,17 @@ def check_playable(path: Path, final: Path | None, frames: int) -> None:
         )
 
 
+def _move_into_place(finished: Path, dest: Path) -> None:
+    """Rename a finished folder onto ``dest``; into it, file by file, when it already exists
+    (the caller's folder keeps its other files; the CLI refuses an existing one without --force)."""
+    if not dest.exists():
+        os.replace(finished, dest)
+        return
+    for path in finished.iterdir():
+        os.replace(path, dest / path.name)
+    finished.rmdir()
+
+
 def run_video(
     frames: Iterable[np.ndarray | None],
     predict: Callable[[np.ndarray], np.ndarray],
@@ -244,9 +255,7 @@ def run_video(
             os.replace(tmp_path, out_path)
             stats.output = str(out_path)
         if masks_tmp is not None:
-            if masks_dir.exists():  # replaced only when the caller allowed it (the CLI's --force)
-                shutil.rmtree(masks_dir)
-            os.replace(masks_tmp, masks_dir)
+            _move_into_place(masks_tmp, masks_dir)
             stats.masks = str(masks_dir)
     except BaseException as exc:
         if tmp_path is not None:

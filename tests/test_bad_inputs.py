@@ -241,12 +241,15 @@ FULL_DISK_CASES = [
      lambda t, disk, b, ck: ["infer", b, noise_png(t / "a.png"), "--out", disk / "out", "--no-progress"]),
     ("infer", "does not play back",
      lambda t, disk, b, ck: ["infer", b, noise_clip(t / "clip.mp4"), "--out", disk / "seg.mp4", "--no-progress"]),
+    ("infer", "cannot write",
+     lambda t, disk, b, ck: ["infer", b, noise_clip(t / "clip.mp4"), "--out", disk / "seg.mp4", "--masks",
+                             "--no-progress"]),
     ("train", "cannot write checkpoint",
      lambda t, disk, b, ck: ["train", "--out", disk / "run", *TINY_TRAIN]),
 ]
 
 
-@pytest.mark.parametrize("case", FULL_DISK_CASES, ids=["export", "infer-images", "infer-video", "train"])
+@pytest.mark.parametrize("case", FULL_DISK_CASES, ids=["export", "infer-images", "infer-video", "infer-video-masks", "train"])
 def test_full_disk_is_one_line_and_leaves_no_half_file(case, tmp_path, full_disk, bundle, checkpoint) -> None:  # noqa: F811
     command, expected, setup = case
     argv = setup(tmp_path, full_disk, bundle, checkpoint)
