@@ -199,6 +199,8 @@ CASES = [
      _with_file("c.yaml", "lr: [1, 2]\n", lambda t, b, ov, ck: ["train", "--config", t / "c.yaml"])),
     ("export-input-size-huge", "export", "input size 100000x100000 is too large",
      lambda t, b, ov, ck: ["export", ck, "--target", "onnx", "--input-size", "100000x100000", "--out", t / "b"]),
+    ("benchmark-size-huge", "benchmark", "--size 100000 100000 is more than the 50 MP",
+     lambda t, b, ov, ck: ["benchmark", b, "--size", "100000", "100000"]),
     ("evaluate-json-exists", "evaluate", "already exists; pass --force",
      _with_file("scores.json", "{}\n", lambda t, b, ov, ck: ["evaluate", b, "--json", t / "scores.json"])),
     ("state-dict-shape", "evaluate", "has shape [3, 3, 3, 3] in the checkpoint, the model needs",

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     import runtime
     from runtime.benchmark import compare, format_table
     from runtime.files import atomic_write_text, check_writable
+    from runtime.images import MAX_PIXELS
 
     if args.runs < 1 or args.warmup < 0:
         raise EdgeDeeplabError("--runs must be >= 1 and --warmup >= 0")
@@ -54,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         height, width = args.size
         if height < 1 or width < 1:
             raise EdgeDeeplabError("--size must be positive")
+        if height * width > MAX_PIXELS:  # before allocating it: 100000 100000 would be 30 GB
+            raise EdgeDeeplabError(f"--size {height} {width} is more than the {MAX_PIXELS // 10**6} MP an image is read at")
         image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
     segmenters: dict[str, object] = {}
     paths: dict[str, Path] = {}
