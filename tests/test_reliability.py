@@ -25,7 +25,8 @@ cv2 = pytest.importorskip("cv2", reason="the video tests need OpenCV (the 'video
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("rel")
-    return {"onnx": build_bundle(root / "onnx"), "openvino": build_bundle(root / "ov", target="openvino")}
+    return {"onnx": build_bundle(root / "onnx"), "openvino": build_bundle(root / "ov", target="openvino"),
+            "openvino-mask": build_bundle(root / "ovm", target="openvino", input_dtype="uint8", outputs="mask")}
 
 
 def mode(path: Path) -> int:
@@ -112,7 +113,7 @@ def test_overlay_takes_grayscale_and_rgba(bundles) -> None:
 
 # -- several threads, one Segmenter ---------------------------------------------------------------
 
-@pytest.mark.parametrize("target", ["onnx", "openvino"])
+@pytest.mark.parametrize("target", ["onnx", "openvino", "openvino-mask"])
 def test_one_segmenter_from_four_threads_matches_one_thread(bundles, target) -> None:
     images = [blocks_image(40 + 8 * i, 56, seed=i) for i in range(8)]
     with runtime.load(bundles[target]) as seg:
