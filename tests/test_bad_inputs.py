@@ -159,6 +159,17 @@ def _infer_one(make_bundle: Callable[[Path, Path], Path]):
     return lambda t, b, ov, ck: ["infer", make_bundle(t, b), noise_png(t / "x.png", 16), "--out", t / "o"]
 
 
+def _escaping_bundle(t: Path, b: Path) -> Path:
+    """A bundle whose manifest names a real, checksummed model file outside its folder."""
+    shutil.copy(b / "model.onnx", t / "outside.onnx")
+
+    def point_outside(data: dict) -> None:
+        data["files"]["model"] = "../outside.onnx"
+        data["checksums"] = {"../outside.onnx": data["checksums"]["model.onnx"]}
+
+    return edited_bundle(b, t / "edited", point_outside)
+
+
 def _all_unreadable(t: Path, b: Path, ov: Path, ck: Path) -> list:
     (t / "imgs").mkdir()
     png_bomb(t / "imgs" / "a.png")
@@ -185,8 +196,7 @@ CASES = [
     ("manifest-shape-string", "benchmark", '"input.shape" must be a list',
      lambda t, b, ov, ck: ["benchmark", _edited(lambda d: d["input"].update(shape="1x3"))(t, b),
                            "--runs", "1", "--warmup", "0", "--size", "8", "8"]),
-    ("manifest-path-escapes", "infer", "is not inside the bundle",
-     _infer_one(_edited(lambda d: d["files"].update(model="../pixel/model.onnx")))),
+    ("manifest-path-escapes", "infer", "is not inside the bundle", _infer_one(_escaping_bundle)),
     ("openvino-broken-bin", "infer", "model.bin: OpenVINO cannot read the weights",
      lambda t, b, ov, ck: ["infer", broken_weights_bundle(ov, t / "ov"), noise_png(t / "x.png", 16), "--out", t / "o"]),
     ("infer-out-exists", "infer", "already exists; pass --force",
