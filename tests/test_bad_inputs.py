@@ -302,6 +302,23 @@ def test_sigterm_during_video_keeps_a_playable_video(tmp_path, bundle) -> None:
     cap.release()
 
 
+def test_truncated_video_says_the_stream_ended_early(tmp_path, bundle) -> None:
+    # In a subprocess: FFmpeg reading a file cut short is the kind of native code whose damage
+    # should not outlive the case (run in the pytest process, a later fork crashed).
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for i in range(40):
+        writer.write(cv2.cvtColor(blocks_image(48, 64, seed=i), cv2.COLOR_RGB2BGR))
+    writer.release()
+    data = clip.read_bytes()
+    clip.write_bytes(data[: len(data) // 2])  # a copy cut short, its header still saying 40 frames
+    proc = cli("infer", bundle, clip, "--out", tmp_path / "o.mp4", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    written = int(proc.stdout.split("frames: ")[1].split(" written")[0])
+    assert 0 < written < 40
+    assert f"the stream ended early: {written} of the 40 frames the file declares" in proc.stdout
+
+
 def test_folder_with_a_bomb_segments_the_others(tmp_path, bundle) -> None:
     folder = tmp_path / "imgs"
     folder.mkdir()
