@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -16,6 +20,8 @@ from edge_deeplab.data.transforms import (
     val_transform,
 )
 from runtime.errors import EdgeDeeplabError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _striped(h: int = 40, w: int = 60) -> tuple[np.ndarray, np.ndarray]:
@@ -155,19 +161,23 @@ def test_collate_stacks_and_rejects_mixed_sizes():
 
 
 def test_dataloader_with_workers_matches_single_process():
-    torch = pytest.importorskip("torch")
-    from torch.utils.data import DataLoader
-
-    from edge_deeplab.data.torch_dataset import TorchSegmentation, collate
-
-    ds = TorchSegmentation(SyntheticShapes("train", size=48, n=8), train_transform(32), seed=2)
-    batches = [[(5, 1), (2, 1), (7, 1), (0, 1)], [(1, 2), (3, 2), (6, 2), (4, 2)]]
-
-    def run(workers: int) -> list:
-        loader = DataLoader(ds, batch_sampler=batches, num_workers=workers, collate_fn=collate)
-        return list(loader)
-
-    one, two = run(0), run(2)
-    assert len(one) == len(two) == 2
-    for (xa, ya), (xb, yb) in zip(one, two):
-        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    """Run in a fresh interpreter: DataLoader workers fork the process, and a fork of this pytest
+    process, which earlier tests left holding OpenVINO's and ONNX Runtime's thread pools, can
+    crash (it did, a segfault with no Python frame); training forks from a clean process."""
+    pytest.importorskip("torch")
+    code = (
+        "import torch\n"
+        "from torch.utils.data import DataLoader\n"
+        "from edge_deeplab.data.synthetic import SyntheticShapes\n"
+        "from edge_deeplab.data.torch_dataset import TorchSegmentation, collate\n"
+        "from edge_deeplab.data.transforms import train_transform\n"
+        "ds = TorchSegmentation(SyntheticShapes('train', size=48, n=8), train_transform(32), seed=2)\n"
+        "batches = [[(5, 1), (2, 1), (7, 1), (0, 1)], [(1, 2), (3, 2), (6, 2), (4, 2)]]\n"
+        "one, two = (list(DataLoader(ds, batch_sampler=batches, num_workers=w, collate_fn=collate)) for w in (0, 2))\n"
+        "assert len(one) == len(two) == 2\n"
+        "for (xa, ya), (xb, yb) in zip(one, two):\n"
+        "    assert torch.equal(xa, xb) and torch.equal(ya, yb)\n"
+        "print('same batches')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "same batches" in result.stdout, result.stderr[-2000:]
