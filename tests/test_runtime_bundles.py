@@ -126,6 +126,7 @@ def build_bundle(
     onnx_path = out_dir / ("model_fp32.onnx" if precision == "int8" and target != "tensorrt" else "model.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is what we want here
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the class count is static: the trace is right
         torch.onnx.export(model, (example,), str(onnx_path), input_names=["image"], output_names=names,
                           dynamic_axes=dynamic, opset_version=17, dynamo=False)
     files = {"model": "model.onnx"}
