@@ -101,28 +101,30 @@ def probe_platform() -> Platform:
         found.tensorrt_error = _first_line(exc)
     found.cuda_python = cuda_python_version()
     _probe_cuda(found)
-    try:
-        import cv2
-
+    cv2 = _installed("cv2")
+    if cv2 is not None:
         found.opencv = cv2.__version__
         found.opencv_gstreamer = bool(re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()))
-    except ImportError:
-        pass
-    try:
-        import onnxruntime
-
+    onnxruntime = _installed("onnxruntime")
+    if onnxruntime is not None:
         found.onnxruntime = onnxruntime.__version__
         found.onnxruntime_providers = list(onnxruntime.get_available_providers())
-    except ImportError:
-        pass
-    try:
-        import openvino
-
+    openvino = _installed("openvino")
+    if openvino is not None:
         found.openvino = openvino.get_version()
         found.openvino_devices = list(openvino.Core().available_devices)
-    except ImportError:
-        pass
     return found
+
+
+def _installed(name: str) -> Any | None:
+    """The module if it imports, else None: a runtime that is not installed is a finding (its field
+    stays None and its check says so), not an error."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
 
 
 def _probe_cuda(found: Platform) -> None:
@@ -140,9 +142,11 @@ def _probe_cuda(found: Platform) -> None:
         import json
 
         try:
-            found.cuda = {"toolkit": json.loads(CUDA_VERSION_JSON.read_text())["cuda"]["version"]}
+            toolkit = json.loads(CUDA_VERSION_JSON.read_text())["cuda"]["version"]
         except (ValueError, KeyError, TypeError):
-            pass
+            toolkit = None  # an unreadable version file says nothing about CUDA; the GPU check reports it
+        if toolkit is not None:
+            found.cuda = {"toolkit": toolkit}
 
 
 def checks(found: Platform) -> list[Check]:
