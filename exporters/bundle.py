@@ -61,6 +61,12 @@ def check_target(target: str, precision: str | None) -> str:
     return precision
 
 
+def check_outputs(outputs: str) -> None:
+    """An ``--outputs`` choice this exporter knows (before any slow work)."""
+    if outputs not in OUTPUT_CHOICES:
+        raise EdgeDeeplabError(f"unknown --outputs {outputs!r}; choose one of {', '.join(OUTPUT_CHOICES)}")
+
+
 @dataclass
 class CalibrationInput:
     """The calibration images: a dataset and the representative subset chosen from it."""
@@ -122,8 +128,7 @@ def check_request(req: ExportRequest) -> None:
     check_writable(req.out, req.force)
     if req.opset < MIN_OPSET:
         raise EdgeDeeplabError(f"--opset must be {MIN_OPSET} or later, got {req.opset}")
-    if req.outputs not in OUTPUT_CHOICES:
-        raise EdgeDeeplabError(f"unknown --outputs {req.outputs!r}; choose one of {', '.join(OUTPUT_CHOICES)}")
+    check_outputs(req.outputs)
     stride = int(req.model_info.get("output_stride") or 32)
     side = min_input_side(stride)
     if req.height < side or req.width < side:

@@ -116,12 +116,12 @@ def build_request(args: argparse.Namespace):
     from edge_deeplab.checkpoint import load_checkpoint
     from edge_deeplab.data.base import open_dataset
     from edge_deeplab.metrics import miou_function
-    from exporters.bundle import CalibrationInput, ExportRequest, ValidationInput, check_request, check_target
+    from exporters.bundle import (CalibrationInput, ExportRequest, ValidationInput, check_outputs, check_request,
+                                  check_target)
     from runtime.files import check_writable, sha256_file
 
     precision = check_target(args.target, args.precision)
-    if args.outputs not in OUTPUT_CHOICES:
-        raise EdgeDeeplabError(f"unknown --outputs {args.outputs!r}; choose one of {', '.join(OUTPUT_CHOICES)}")
+    check_outputs(args.outputs)
     if args.input_size:
         check_input_size_limit(*args.input_size)
     check_writable(args.out, args.force)
@@ -236,20 +236,15 @@ def default_input_size(ckpt, validation) -> tuple[tuple[int, int], str]:
 
 
 def checkpoint_miou(model, validation) -> float:
-    """The checkpoint's mIoU on the validation images, each at its native size (PyTorch, no resize)."""
+    """The checkpoint's mIoU on the validation images, each at its native size (PyTorch, no resize).
+
+    The validation indices are the dataset's first N (build_request picks them so), which is what
+    ``score_predictions``' ``limit`` scores.
+    """
     from edge_deeplab.evaluate import score_predictions, torch_predictor
 
-    class Subset:
-        classes, ignore_index = validation.dataset.classes, validation.dataset.ignore_index
-
-        def __len__(self) -> int:
-            return len(validation.indices)
-
-        def __getitem__(self, i: int):
-            return validation.dataset[validation.indices[i]]
-
-    summary = score_predictions(torch_predictor(model), Subset(), band_widths=(), progress=sys.stderr.isatty(),
-                                desc="scoring the checkpoint")
+    summary = score_predictions(torch_predictor(model), validation.dataset, limit=len(validation.indices),
+                                band_widths=(), progress=sys.stderr.isatty(), desc="scoring the checkpoint")
     return float(summary["miou"])
 
 
