@@ -391,12 +391,17 @@ def test_input_smaller_than_the_output_stride_allows_fails_early(checkpoint, tmp
     assert not out.exists()
 
 
-def test_accuracy_guard_without_readable_validation_data_fails_early(checkpoint, tmp_path, capsys):
+@pytest.fixture
+def anonymous(checkpoint, tmp_path) -> Path:
+    """The tiny checkpoint with no training dataset recorded (as some imported checkpoints are)."""
     from edge_deeplab.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     ckpt.dataset = ""
-    anonymous = save_checkpoint(ckpt, tmp_path / "anonymous.pt")
+    return save_checkpoint(ckpt, tmp_path / "anonymous.pt")
+
+
+def test_accuracy_guard_without_readable_validation_data_fails_early(anonymous, tmp_path, capsys):
     out = tmp_path / "never"
     assert export(anonymous, "--target", "onnxruntime", "--calib-data", CALIB, "--max-drop", "0.5",
                   "--input-size", SIZE, "--out", out) == 2
@@ -404,13 +409,8 @@ def test_accuracy_guard_without_readable_validation_data_fails_early(checkpoint,
     assert not out.exists()
 
 
-def test_int8_without_calibration_data_fails_early(checkpoint, tmp_path, capsys):
+def test_int8_without_calibration_data_fails_early(anonymous, tmp_path, capsys):
     """No --calib-data and a checkpoint that records no training dataset: nothing to calibrate on."""
-    from edge_deeplab.checkpoint import load_checkpoint, save_checkpoint
-
-    ckpt = load_checkpoint(checkpoint)
-    ckpt.dataset = ""
-    anonymous = save_checkpoint(ckpt, tmp_path / "anonymous.pt")
     out = tmp_path / "never"
     assert export(anonymous, "--target", "onnxruntime", "--val-data", VAL, "--input-size", SIZE, "--out", out) == 2
     assert "needs calibration images" in capsys.readouterr().err
