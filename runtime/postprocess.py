@@ -42,9 +42,8 @@ def mask_from_logits(logits: np.ndarray, placement) -> np.ndarray:
     """
     from runtime.images import resize_mask
 
-    valid = logits[:, : placement.scaled_h, : placement.scaled_w]
-    mask = argmax_classes(valid)
-    return resize_mask(mask, placement.orig_h, placement.orig_w).astype(mask_dtype(logits.shape[0]), copy=False)
+    mask = argmax_classes(logits[:, : placement.scaled_h, : placement.scaled_w])  # already mask_dtype
+    return resize_mask(mask, placement.orig_h, placement.orig_w)
 
 
 def restore_mask(mask: np.ndarray, placement) -> np.ndarray:
