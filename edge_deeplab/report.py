@@ -465,7 +465,7 @@ def _export_unavailable(combo: Combination) -> str | None:
 def _calibration_input(settings: ExportSettings, ckpt, log: Callable[[str], None]):
     """The calibration set: a dataset spec (train split) or a folder of plain images."""
     from calibration.selection import select_calibration_set
-    from edge_deeplab.commands.export import check_classes, open_calibration
+    from edge_deeplab.export import check_classes, open_calibration
     from exporters.bundle import CalibrationInput
 
     dataset = open_calibration(settings.calib_data)

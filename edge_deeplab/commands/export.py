@@ -11,8 +11,9 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Sequence
 
+from edge_deeplab.export import (check_classes, check_input_size_limit, checkpoint_miou, default_input_size,
+                                 open_calibration, open_if_readable)
 from runtime.errors import EdgeDeeplabError
 from runtime.manifest import OUTPUT_CHOICES
 
@@ -29,20 +30,6 @@ def parse_size(text: str) -> tuple[int, int]:
     return height, int(match.group(2) or height)
 
 
-# The largest input an export accepts: 8192 px a side and 4096x8192 in all, twice a full
-# Cityscapes frame each way. Checked before anything is allocated: a typo such as 100000x100000
-# would otherwise ask torch for 120 GB for the first tensor.
-MAX_INPUT_SIDE = 8192
-MAX_INPUT_PIXELS = 4096 * 8192
-
-
-def check_input_size_limit(height: int, width: int) -> None:
-    """Refuse an input size no device could run, in one line, before any work."""
-    if max(height, width) > MAX_INPUT_SIDE or height * width > MAX_INPUT_PIXELS:
-        raise EdgeDeeplabError(
-            f"input size {height}x{width} is too large: at most {MAX_INPUT_SIDE} pixels a side and "
-            "4096x8192 pixels in all"
-        )
 
 
 def add_parser(subparsers, name: str) -> None:
@@ -85,31 +72,6 @@ def add_parser(subparsers, name: str) -> None:
     parser.set_defaults(func=run)
 
 
-def open_calibration(spec: str):
-    """A dataset spec (train split) or, failing that, a folder of unlabelled images."""
-    from calibration.folder import ImageFolder
-    from edge_deeplab.data.base import open_dataset
-
-    try:
-        dataset = open_dataset(spec, "train")
-    except EdgeDeeplabError:
-        if Path(spec).is_dir():
-            return ImageFolder(spec)  # raises "no usable images" for an empty folder
-        raise
-    if len(dataset) == 0:
-        raise EdgeDeeplabError(f"calibration dataset {spec} has no usable images")
-    return dataset
-
-
-def check_classes(dataset, spec: str, classes: Sequence[str]) -> None:
-    names = getattr(dataset, "classes", None)
-    if names is not None and list(names) != list(classes):
-        raise EdgeDeeplabError(
-            f"dataset {spec} has classes {list(names)[:8]}{'...' if len(names) > 8 else ''} but the checkpoint "
-            f"was trained on {list(classes)[:8]}{'...' if len(classes) > 8 else ''}"
-        )
-
-
 def build_request(args: argparse.Namespace):
     """Validate the arguments and assemble the export request (no slow work)."""
     from calibration.selection import select_calibration_set
@@ -150,7 +112,7 @@ def build_request(args: argparse.Namespace):
     # The bundle is scored on the checkpoint's own dataset unless told otherwise; a checkpoint
     # whose dataset is not on this machine (an imported one, say) is verified on calibration images.
     val_spec = args.val_data or ckpt.dataset
-    val_dataset = open_dataset(val_spec, "val") if args.val_data else _open_if_readable(ckpt.dataset)
+    val_dataset = open_dataset(val_spec, "val") if args.val_data else open_if_readable(ckpt.dataset)
     if val_dataset is not None:
         if len(val_dataset) == 0:
             raise EdgeDeeplabError(f"validation dataset {val_spec} has no images")
@@ -202,50 +164,6 @@ def build_request(args: argparse.Namespace):
     )
     check_request(req)
     return req, ckpt, stride
-
-
-def _open_if_readable(spec: str):
-    """The validation split of ``spec`` when this machine can open it, else None (e.g. the 'voc'
-    an imported checkpoint records, on a machine without VOC)."""
-    from edge_deeplab.data.base import open_dataset
-
-    if not spec:
-        return None
-    try:
-        return open_dataset(spec, "val")
-    except EdgeDeeplabError:
-        return None
-
-
-def default_input_size(ckpt, validation) -> tuple[tuple[int, int], str]:
-    """The bundle's input size when none is given, and why: the size the checkpoint's mIoU was
-    measured at, so that the bundle sees images as the checkpoint did (whole, not shrunk or padded)."""
-    from edge_deeplab.data.base import usual_eval_size
-
-    if ckpt.eval_input_size:
-        h, w = ckpt.eval_input_size
-        return (h, w), "the size the checkpoint was evaluated at"
-    usual = usual_eval_size(ckpt.dataset) if ckpt.dataset else None
-    if usual:
-        return usual, f"the usual evaluation size of {ckpt.dataset}"
-    if validation is not None:
-        sizes = [validation.dataset[i].image.shape[:2] for i in validation.indices]
-        return (max(s[0] for s in sizes), max(s[1] for s in sizes)), "the largest of the validation images"
-    raise EdgeDeeplabError("the checkpoint records no evaluation size and no validation images are readable; "
-                           "give --input-size HxW")
-
-
-def checkpoint_miou(model, validation) -> float:
-    """The checkpoint's mIoU on the validation images, each at its native size (PyTorch, no resize).
-
-    The validation indices are the dataset's first N (build_request picks them so), which is what
-    ``score_predictions``' ``limit`` scores.
-    """
-    from edge_deeplab.evaluate import score_predictions, torch_predictor
-
-    summary = score_predictions(torch_predictor(model), validation.dataset, limit=len(validation.indices),
-                                band_widths=(), progress=sys.stderr.isatty(), desc="scoring the checkpoint")
-    return float(summary["miou"])
 
 
 def run(args: argparse.Namespace) -> int:

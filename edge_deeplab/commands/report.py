@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_deeplab.commands.evaluate import parse_widths
-from edge_deeplab.commands.export import check_input_size_limit, parse_size
+from edge_deeplab.commands.export import parse_size
+from edge_deeplab.export import check_input_size_limit
 from runtime.errors import EdgeDeeplabError
 from runtime.manifest import PRECISIONS, TARGETS
 
