@@ -11,6 +11,7 @@ from typing import Any, get_args, get_type_hints
 
 import yaml
 
+from edge_deeplab.models.config import OUTPUT_STRIDES
 from runtime.errors import EdgeDeeplabError
 
 
@@ -126,8 +127,8 @@ def check_types(values: dict[str, Any]) -> None:
 
 def validate(config: TrainConfig) -> None:
     """Reject impossible settings before any work starts."""
-    if config.output_stride not in (8, 16, 32):
-        raise EdgeDeeplabError(f"output stride must be 8, 16 or 32, not {config.output_stride}")
+    if config.output_stride not in OUTPUT_STRIDES:
+        raise EdgeDeeplabError(f"output stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}, not {config.output_stride}")
     for name in ("iterations", "batch_size", "crop_size", "val_every"):
         if int(getattr(config, name)) <= 0:
             raise EdgeDeeplabError(f"{name.replace('_', '-')} must be positive")

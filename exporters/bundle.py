@@ -38,9 +38,8 @@ from exporters.sensitivity import rank_layers
 from exporters.verify import MIN_AGREEMENT, Validation, compare, ort_runner, points, require_agreement
 from runtime.errors import EdgeDeeplabError
 from runtime.files import atomic_dir, atomic_write_text, check_writable
-from runtime.manifest import LOGITS, OUTPUT_CHOICES, TARGET_PRECISIONS, TARGETS, InputSpec, Manifest, write_manifest
+from runtime.manifest import DEFAULT_PRECISION, LOGITS, OUTPUT_CHOICES, TARGET_PRECISIONS, TARGETS, InputSpec, Manifest, write_manifest
 
-DEFAULT_PRECISION = {"onnx": "fp32", "onnxruntime": "int8", "openvino": "fp32", "tensorrt": "fp32"}
 SENSITIVITY_IMAGES = 4  # images for the per-layer SQNR ranking: enough for a stable order
 # A bundle scoring this many mIoU points below its checkpoint (at the checkpoint's native size)
 # gets a warning naming the likely cause: more than INT8 or FP16 costs, so the input size is off.

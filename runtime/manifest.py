@@ -28,13 +28,15 @@ OUTPUT_CHOICES: dict[str, tuple[str, ...]] = {"mask": (MASK,), "logits": (LOGITS
 
 TARGETS = ("onnx", "onnxruntime", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
-# Which precisions each target can produce (the design's target table).
+# Which precisions each target can produce (the design's target table); the first is the target's
+# default: fp32 where the target has it (the reference row), INT8 for the INT8-only onnxruntime target.
 TARGET_PRECISIONS: dict[str, tuple[str, ...]] = {
     "onnx": ("fp32", "fp16"),
     "onnxruntime": ("int8",),
     "openvino": ("fp32", "fp16", "int8"),
     "tensorrt": ("fp32", "fp16", "int8"),
 }
+DEFAULT_PRECISION: dict[str, str] = {target: offered[0] for target, offered in TARGET_PRECISIONS.items()}
 # The backend that runs each target's model files.
 TARGET_BACKEND = {"onnx": "onnxruntime", "onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
 
