@@ -68,12 +68,14 @@ def _as_callable(target: Any) -> Callable[[np.ndarray], Any]:
 
 
 def compare(
-    targets: Mapping[str, Any], inputs: Sequence[np.ndarray], runs: int = 50, warmup: int = 5
+    targets: Mapping[str, Any], inputs: Sequence[np.ndarray], runs: int = 50, warmup: int = 5,
+    progress: Callable[[int], object] | None = None,
 ) -> list[LatencyStats]:
     """Time several Segmenters or callables side by side, interleaved round-robin.
 
     ``inputs`` are cycled (run i uses ``inputs[i % len(inputs)]``), so every target sees the same
-    sequence of images.
+    sequence of images. ``progress(n)`` is called after each round (n = calls made in it, one per
+    target), outside the timed calls: a progress bar ticks without touching the figures.
     """
     if runs < 1 or warmup < 0:
         raise EdgeDeeplabError(f"runs must be >= 1 and warmup >= 0 (got {runs}, {warmup})")
@@ -84,6 +86,8 @@ def compare(
     for i in range(warmup):
         for name in names:
             calls[name](inputs[i % len(inputs)])
+        if progress is not None:
+            progress(len(names))
     samples: dict[str, list[float]] = {name: [] for name in names}
     for i in range(runs):
         image = inputs[i % len(inputs)]
@@ -92,6 +96,8 @@ def compare(
             start = time.perf_counter()
             calls[name](image)
             samples[name].append(time.perf_counter() - start)
+        if progress is not None:
+            progress(len(names))
     return [summarize(name, samples[name], warmup) for name in names]
 
 

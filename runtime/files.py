@@ -140,6 +140,24 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def new_numbered_dir(parent: str | os.PathLike) -> Path:
+    """Create and return ``parent/NNN``, one past the highest number there (001, 002, ...).
+
+    Each run gets a folder of its own that nothing existed in, so results are never overwritten;
+    ``mkdir`` without ``exist_ok`` claims the number even against a run started at the same time.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    number = max((int(p.name) for p in parent.iterdir() if p.name.isdigit()), default=0) + 1
+    while True:
+        path = parent / f"{number:03d}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            number += 1
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks (model files can be hundreds of MB)."""
     digest = hashlib.sha256()
