@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     import torch
 
     from edge_deeplab.checkpoint import load_checkpoint
-    from edge_deeplab.commands.export import parse_size
+    from edge_deeplab.commands.options import parse_size
     from edge_deeplab.metrics import miou_function
     from edge_deeplab.data.base import open_dataset
     from calibration.selection import select_calibration_set

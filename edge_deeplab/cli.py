@@ -1,34 +1,103 @@
-"""The ``edge-deeplab`` command line.
+"""The ``edge-deeplab`` command line (typer).
 
-Each subcommand lives in its own module that exposes ``add_parser(subparsers)`` and ``run(args)``;
-the modules are imported only when their command runs, so ``edge-deeplab infer`` on a Jetson never
-imports torch. A :class:`runtime.errors.EdgeDeeplabError` is a user error: it is printed as one
-line and the exit status is 2, and so is a write that failed because the disk is full. Ctrl-C
-exits with 130.
+Each subcommand lives in its own module under :mod:`edge_deeplab.commands` that exposes a typer
+``app``; :class:`LazyCommands` imports a module only when its command runs (or its own ``--help``
+is asked for), so ``edge-deeplab infer`` on a Jetson never imports torch and ``edge-deeplab
+--help`` lists the commands from :data:`COMMANDS` without importing any of them.
+
+Errors are one line and a non-zero exit, whoever raised them: a usage error (typer's own, exit 2),
+a :class:`runtime.errors.EdgeDeeplabError` (the user's to fix, exit 2), a write that failed because
+the disk is full (exit 2). Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
-from typing import Sequence
+from typing import Optional, Sequence
+
+import click
+import typer
+from typer.core import TyperGroup
 
 from runtime.errors import EdgeDeeplabError
 
-# command name -> module holding add_parser() and run(); order is the order shown in --help.
-COMMANDS = {
-    "train": "edge_deeplab.commands.train",
-    "evaluate": "edge_deeplab.commands.evaluate",
-    "export": "edge_deeplab.commands.export",
-    "infer": "edge_deeplab.commands.infer",
-    "benchmark": "edge_deeplab.commands.benchmark",
-    "report": "edge_deeplab.commands.report",
-    "pipeline": "edge_deeplab.commands.pipeline",
-    "datasets": "edge_deeplab.commands.datasets",
-    "import-checkpoint": "edge_deeplab.commands.import_checkpoint",
-    "doctor": "edge_deeplab.commands.doctor",
+PROG = "edge-deeplab"
+# command name -> (module holding its typer app, the line --help lists it with); order is --help's.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("edge_deeplab.commands.train", "train a DeepLabv3+ model"),
+    "evaluate": ("edge_deeplab.commands.evaluate",
+                 "score a checkpoint or a bundle: mIoU, per-class IoU, pixel accuracy, boundary mIoU"),
+    "export": ("edge_deeplab.commands.export",
+               "export a checkpoint to an ONNX / ONNX Runtime INT8 / OpenVINO / TensorRT bundle"),
+    "infer": ("edge_deeplab.commands.infer", "segment images, folders, videos, a camera or a stream with a bundle"),
+    "benchmark": ("edge_deeplab.commands.benchmark", "measure latency (p50/p90/p99) and fps of one or several bundles"),
+    "report": ("edge_deeplab.commands.report",
+               "accuracy-versus-latency report over output strides, targets and precisions"),
+    "pipeline": ("edge_deeplab.commands.pipeline",
+                 "the main job: train, export INT8 at output strides 8/16/32, report (--quick: in minutes)"),
+    "datasets": ("edge_deeplab.commands.datasets", "validate a dataset: layout, counts, class histogram, problems"),
+    "import-checkpoint": ("edge_deeplab.commands.import_checkpoint",
+                          "convert a VainF/DeepLabV3Plus-Pytorch checkpoint into an edge-deeplab checkpoint"),
+    "doctor": ("edge_deeplab.commands.doctor",
+               "check this machine (and bundles) for running edge-deeplab: the first command on a device"),
 }
+
+
+class LazyCommands(TyperGroup):
+    """A group whose subcommands are imported on first use.
+
+    While the group's own help is written, a command is a stand-in carrying its one-line summary,
+    so listing the commands imports none of them.
+    """
+
+    _listing = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        if cmd_name not in COMMANDS:
+            return None
+        module_name, summary = COMMANDS[cmd_name]
+        if self._listing:
+            return click.Command(cmd_name, help=summary)
+        command = typer.main.get_command(importlib.import_module(module_name).app)
+        command.name = cmd_name
+        return command
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
+def _version(show: bool) -> None:
+    if show:
+        from edge_deeplab import __version__
+
+        typer.echo(f"{PROG} {__version__}")
+        raise typer.Exit()
+
+
+app = typer.Typer(
+    cls=LazyCommands,
+    name=PROG,
+    help="DeepLabv3+ from training to INT8 on Jetson and CPU, with accuracy-versus-latency reports.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
+    """DeepLabv3+ from training to INT8 on Jetson and CPU, with accuracy-versus-latency reports."""
 
 
 def _quiet_telemetry() -> None:
@@ -38,38 +107,34 @@ def _quiet_telemetry() -> None:
     disable_telemetry()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="edge-deeplab",
-        description="DeepLabv3+ from training to INT8 on Jetson and CPU, with accuracy-versus-latency reports.",
-    )
-    from edge_deeplab import __version__
+def _command_name(argv: Sequence[str]) -> str:
+    """The subcommand in ``argv``, for the error prefix (``edge-deeplab export: error: ...``)."""
+    name = next((arg for arg in argv if arg in COMMANDS), None)
+    return f"{PROG} {name}" if name else PROG
 
-    parser.add_argument("--version", action="version", version=f"edge-deeplab {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("edge_deeplab.commands"):
-                continue  # command not built yet in this version
-            raise
-        module.add_parser(sub, name)
-    return parser
+
+def _fail(where: str, message: str, code: int = 2) -> int:
+    print(f"{where}: error: {message}", file=sys.stderr)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit status (the console script exits with it)."""
     _quiet_telemetry()
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    where = _command_name(args)
     try:
-        code = args.func(args)
+        code = typer.main.get_command(app).main(args=args, prog_name=PROG, standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        return _fail(exc.ctx.command_path if exc.ctx is not None else where,
+                     " ".join(exc.format_message().split()) + hint, exc.exit_code)
+    except click.ClickException as exc:
+        return _fail(where, " ".join(exc.format_message().split()), exc.exit_code)
     except EdgeDeeplabError as exc:
-        print(f"edge-deeplab {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"edge-deeplab {args.command}: interrupted", file=sys.stderr)
+        return _fail(where, str(exc))
+    except (KeyboardInterrupt, click.Abort):
+        print(f"{where}: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:
         # A full disk is the user's to fix, wherever the write was (a library's own file, a log).
@@ -78,8 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         full = no_room_error(exc, exc.filename or "the output")
         if full is None:
             raise
-        print(f"edge-deeplab {args.command}: error: {full}", file=sys.stderr)
-        return 2
+        return _fail(where, str(full))
     return int(code or 0)
 
 

@@ -7,37 +7,42 @@ alike. The numbers come from :mod:`runtime.benchmark`, which the report uses too
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
+import sys
 from pathlib import Path
+from typing import Annotated, List, Optional
 
-from edge_deeplab.commands.infer import add_runtime_options, runtime_options
+import typer
+
+from edge_deeplab.commands.options import (EngineCache, OrtOptimization, OrtOptimizationOpt, OvDevice, OvHint,
+                                           OvHintOpt, OvPrecisionOpt, Threads, runtime_options)
+from edge_deeplab.data.voc import EVAL_SIZE
 from runtime.errors import EdgeDeeplabError
 
-
-def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
-    parser = subparsers.add_parser(
-        name,
-        help="measure latency (p50/p90/p99) and fps of one or several bundles",
-        description=(
-            "Time Segmenter.predict (pre/post-processing included) on one image for each bundle, after "
-            "warm-up runs, interleaving the bundles round-robin. Prints a table; --json writes the numbers."
-        ),
-    )
-    parser.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE", help="bundle folder(s)")
-    parser.add_argument("--runs", type=int, default=50, help="timed runs per bundle")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed runs per bundle first")
-    parser.add_argument("--size", type=int, nargs=2, default=(513, 513), metavar=("H", "W"),
-                        help="size of the synthetic test image (ignored with --image)")
-    parser.add_argument("--image", type=Path, default=None, help="time on this image instead of a synthetic one")
-    parser.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
-    parser.add_argument("--force", action="store_true", help="replace an existing --json file")
-    add_runtime_options(parser)
-    parser.set_defaults(func=run)
+app = typer.Typer()
 
 
-def run(args: argparse.Namespace) -> int:
+@app.command(help="Time Segmenter.predict (pre/post-processing included) on one image for each bundle, after warm-up "
+                  "runs, interleaving the bundles round-robin. Prints a table; --json writes the numbers.")
+def benchmark(
+    bundles: Annotated[List[Path], typer.Argument(metavar="BUNDLE...", help="bundle folder(s)", show_default=False)],
+    runs: Annotated[int, typer.Option(min=1, help="timed runs per bundle")] = 50,
+    warmup: Annotated[int, typer.Option(min=0, help="untimed runs per bundle first")] = 5,
+    size: Annotated[tuple[int, int], typer.Option(
+        metavar="H W", help="size of the synthetic test image (ignored with --image); the default is VOC's "
+                            "evaluation size")] = EVAL_SIZE,
+    image_path: Annotated[Optional[Path], typer.Option("--image", help="time on this image instead of a synthetic one")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="write the results as JSON here")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing --json file")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
+    threads: Threads = 0,
+    ort_optimization: OrtOptimizationOpt = OrtOptimization("all"),
+    ov_precision: OvPrecisionOpt = None,
+    ov_hint: OvHintOpt = OvHint("LATENCY"),
+    device: OvDevice = "CPU",
+    engine_cache: EngineCache = None,
+) -> int:
     import numpy as np
 
     import runtime
@@ -45,25 +50,24 @@ def run(args: argparse.Namespace) -> int:
     from runtime.files import atomic_write_text, check_writable
     from runtime.images import MAX_PIXELS
 
-    if args.runs < 1 or args.warmup < 0:
-        raise EdgeDeeplabError("--runs must be >= 1 and --warmup >= 0")
-    if args.json is not None:
-        check_writable(args.json, args.force)
-    if args.image is not None:
-        image = runtime.read_image(args.image)
+    if json_path is not None:
+        check_writable(json_path, force)
+    if image_path is not None:
+        image = runtime.read_image(image_path)
     else:
-        height, width = args.size
+        height, width = size
         if height < 1 or width < 1:
             raise EdgeDeeplabError("--size must be positive")
         if height * width > MAX_PIXELS:  # before allocating it: 100000 100000 would be 30 GB
             raise EdgeDeeplabError(f"--size {height} {width} is more than the {MAX_PIXELS // 10**6} MP an image is read at")
         image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    options = runtime_options(threads, ort_optimization, ov_precision, ov_hint, device, engine_cache)
     segmenters: dict[str, object] = {}
     paths: dict[str, Path] = {}
     failed: list[str] = []
-    for bundle in args.bundles:
+    for bundle in bundles:
         try:
-            seg = runtime.load(bundle, **runtime_options(args))
+            seg = runtime.load(bundle, **options)
         except EdgeDeeplabError as exc:  # one bad bundle should not cost the others their numbers
             failed.append(f"{bundle}: {exc}")
             continue
@@ -72,18 +76,22 @@ def run(args: argparse.Namespace) -> int:
     if not segmenters:
         raise EdgeDeeplabError(f"none of the {len(failed)} bundle(s) can run here; {failed[0]}")
     try:
-        stats = compare(segmenters, [image], runs=args.runs, warmup=args.warmup)
+        from tqdm import tqdm
+
+        with tqdm(total=(runs + warmup) * len(segmenters), unit="run", file=sys.stderr, dynamic_ncols=True,
+                  disable=no_progress or not sys.stderr.isatty()) as bar:
+            stats = compare(segmenters, [image], runs=runs, warmup=warmup, progress=bar.update)
     finally:
         for seg in segmenters.values():
             seg.close()
-    print(f"input {image.shape[0]}x{image.shape[1]}, {args.runs} runs after {args.warmup} warm-up, "
+    print(f"input {image.shape[0]}x{image.shape[1]}, {runs} runs after {warmup} warm-up, "
           f"{platform.machine()} {platform.processor() or ''}".rstrip())
     print(format_table(stats))
-    if args.json is not None:
+    if json_path is not None:
         payload = {
             "image_size": list(image.shape[:2]),
-            "runs": args.runs,
-            "warmup": args.warmup,
+            "runs": runs,
+            "warmup": warmup,
             "machine": {"platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor()},
             "results": [
                 {
@@ -96,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
             ],
             "failed": failed,
         }
-        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n", overwrite=args.force)
-        print(f"wrote {args.json}")
+        atomic_write_text(json_path, json.dumps(payload, indent=2) + "\n", overwrite=force)
+        print(f"wrote {json_path}")
     if failed:
         # Listed, as report lists what it could not measure; the others were measured, so exit 0.
         print(f"skipped {len(failed)} bundle(s) that cannot run here:")

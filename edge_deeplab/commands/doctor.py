@@ -10,35 +10,80 @@ device-side command (:mod:`edge_deeplab.doctor` does the work).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Annotated, List, Optional
 
+import typer
+
+from edge_deeplab.commands.options import EngineCache
 from runtime.errors import EdgeDeeplabError
 
 MARK = {"ok": "ok  ", "fail": "FAIL", "skip": "skip"}
+app = typer.Typer()
 
 
-def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
-    parser = subparsers.add_parser(
-        name,
-        help="check this machine (and bundles) for running edge-deeplab: the first command on a device",
-        description=(
-            "Print the platform and one line per requirement (with the fix when it fails); for each "
-            "BUNDLE, load it (building a TensorRT engine if needed), run a few images, compare the masks "
-            "with a reference run and time p50. Checks that do not apply here are listed as skipped."
-        ),
-    )
-    parser.add_argument("bundles", type=Path, nargs="*", metavar="BUNDLE", help="bundle folder(s) to try")
-    parser.add_argument("--images", type=int, default=4, help="images per bundle (default 4)")
-    parser.add_argument("--runs", type=int, default=20, help="timed runs per bundle (default 20)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
-    parser.add_argument("--engine-cache", type=Path, default=None,
-                        help="folder for TensorRT engines built here (default: BUNDLE/engines)")
-    parser.add_argument("--json", type=Path, default=None, help="write everything found as JSON here")
-    parser.add_argument("--force", action="store_true", help="replace an existing --json file")
-    parser.set_defaults(func=run)
+@app.command(help="Print the platform and one line per requirement (with the fix when it fails); for each BUNDLE, "
+                  "load it (building a TensorRT engine if needed), run a few images, compare the masks with a "
+                  "reference run and time p50. Checks that do not apply here are listed as skipped. Exit status 0 "
+                  "when nothing failed, 1 when something did.")
+def doctor(
+    bundles: Annotated[Optional[List[Path]], typer.Argument(metavar="BUNDLE...", help="bundle folder(s) to try",
+                                                            show_default=False)] = None,
+    images: Annotated[int, typer.Option(min=1, help="images per bundle")] = 4,
+    runs: Annotated[int, typer.Option(min=1, help="timed runs per bundle")] = 20,
+    warmup: Annotated[int, typer.Option(min=0, help="untimed runs first")] = 3,
+    engine_cache: EngineCache = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="write everything found as JSON here")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing --json file")] = False,
+) -> int:
+    from edge_deeplab import __version__
+    from edge_deeplab.doctor import check_bundle, checks, probe_platform
+    from runtime.files import atomic_write_text, check_writable
+
+    if json_path is not None:
+        check_writable(json_path, force)
+    bundles = bundles or []
+    for bundle in bundles:
+        if not bundle.is_dir():
+            raise EdgeDeeplabError(f"{bundle} is not a directory; a bundle is a folder made by 'edge-deeplab export'")
+
+    print(f"edge-deeplab {__version__} doctor")
+    found = probe_platform()
+    print("platform")
+    print("\n".join(_platform_lines(found)))
+    results = checks(found)
+    print("checks")
+    for check in results:
+        print(_line(check.status, check.name, check.detail, check.fix))
+    outcomes = []
+    if bundles:
+        print("bundles")
+        options = {"engine_cache_dir": engine_cache} if engine_cache else {}
+        for bundle in bundles:
+            outcome = check_bundle(bundle, found, images, runs, warmup, options,
+                                   lambda message: print(f"  ...   {message}", flush=True))
+            outcomes.append(outcome)
+            kind = f" ({outcome['target']} {outcome['precision']})" if "target" in outcome else ""
+            print(_line(outcome["status"], f"{bundle}{kind}", outcome["detail"], outcome.get("fix", "")), flush=True)
+    statuses = [c.status for c in results] + [b["status"] for b in outcomes]
+    failed, skipped = statuses.count("fail"), statuses.count("skip")
+    print(f"{statuses.count('ok')} ok, {failed} failed, {skipped} skipped")
+    if json_path is not None:
+        payload = {
+            "edge_deeplab": __version__,
+            "platform": found.to_dict(),
+            "checks": [vars(c) for c in results],
+            "bundles": outcomes,
+            "summary": {"ok": statuses.count("ok"), "failed": failed, "skipped": skipped},
+            "skipped": [{"name": c.name, "reason": c.detail} for c in results if c.status == "skip"]
+                       + [{"name": b["bundle"], "reason": b["detail"]} for b in outcomes if b["status"] == "skip"],
+        }
+        atomic_write_text(json_path, json.dumps(payload, indent=2) + "\n", overwrite=force)
+        print(f"wrote {json_path}")
+    sys.stdout.flush()
+    return 1 if failed else 0
 
 
 def _line(status: str, name: str, detail: str, fix: str = "") -> str:
@@ -66,53 +111,3 @@ def _platform_lines(found) -> list[str]:
     ]
     width = max(len(name) for name, _ in rows)
     return [f"  {name.ljust(width)}  {value}" for name, value in rows]
-
-
-def run(args: argparse.Namespace) -> int:
-    from edge_deeplab import __version__
-    from edge_deeplab.doctor import check_bundle, checks, probe_platform
-    from runtime.files import atomic_write_text, check_writable
-
-    if args.images < 1 or args.runs < 1 or args.warmup < 0:
-        raise EdgeDeeplabError("--images and --runs must be >= 1 and --warmup >= 0")
-    if args.json is not None:
-        check_writable(args.json, args.force)
-    for bundle in args.bundles:
-        if not bundle.is_dir():
-            raise EdgeDeeplabError(f"{bundle} is not a directory; a bundle is a folder made by 'edge-deeplab export'")
-
-    print(f"edge-deeplab {__version__} doctor")
-    found = probe_platform()
-    print("platform")
-    print("\n".join(_platform_lines(found)))
-    results = checks(found)
-    print("checks")
-    for check in results:
-        print(_line(check.status, check.name, check.detail, check.fix))
-    bundles = []
-    if args.bundles:
-        print("bundles")
-        options = {"engine_cache_dir": args.engine_cache} if args.engine_cache else {}
-        for bundle in args.bundles:
-            outcome = check_bundle(bundle, found, args.images, args.runs, args.warmup, options,
-                                   lambda message: print(f"  ...   {message}", flush=True))
-            bundles.append(outcome)
-            kind = f" ({outcome['target']} {outcome['precision']})" if "target" in outcome else ""
-            print(_line(outcome["status"], f"{bundle}{kind}", outcome["detail"], outcome.get("fix", "")), flush=True)
-    statuses = [c.status for c in results] + [b["status"] for b in bundles]
-    failed, skipped = statuses.count("fail"), statuses.count("skip")
-    print(f"{statuses.count('ok')} ok, {failed} failed, {skipped} skipped")
-    if args.json is not None:
-        payload = {
-            "edge_deeplab": __version__,
-            "platform": found.to_dict(),
-            "checks": [vars(c) for c in results],
-            "bundles": bundles,
-            "summary": {"ok": statuses.count("ok"), "failed": failed, "skipped": skipped},
-            "skipped": [{"name": c.name, "reason": c.detail} for c in results if c.status == "skip"]
-                       + [{"name": b["bundle"], "reason": b["detail"]} for b in bundles if b["status"] == "skip"],
-        }
-        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n", overwrite=args.force)
-        print(f"wrote {args.json}")
-    sys.stdout.flush()
-    return 1 if failed else 0

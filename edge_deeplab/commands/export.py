@@ -7,72 +7,107 @@ work itself is :func:`exporters.bundle.export_bundle`.
 
 from __future__ import annotations
 
-import argparse
-import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Optional
 
+import typer
+
+from edge_deeplab.commands.options import (CalibMethod, OutputStride, Outputs, Precision, Target, size_option,
+                                           stride, value)
 from edge_deeplab.export import (check_classes, check_input_size_limit, checkpoint_miou, default_input_size,
                                  open_calibration, open_if_readable)
 from runtime.errors import EdgeDeeplabError
-from runtime.manifest import OUTPUT_CHOICES
+from runtime.manifest import DEFAULT_PRECISION, TARGET_PRECISIONS
 
-TARGET_CHOICES = ("onnx", "onnxruntime", "openvino", "tensorrt")
 VERIFY_IMAGES = 4
+app = typer.Typer()
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``513x513`` or ``513`` -> (height, width)."""
-    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"input size must be HxW or N (e.g. 513x513), got {text!r}")
-    height = int(match.group(1))
-    return height, int(match.group(2) or height)
+@dataclass(frozen=True)
+class ExportArgs:
+    """The command's options, as given (checked by :func:`build_request`)."""
+
+    checkpoint: Path
+    target: str
+    precision: str | None
+    output_stride: int | None
+    input_size: tuple[int, int] | None
+    dynamic: bool
+    outputs: str
+    float_input: bool
+    calib_data: str | None
+    calib_images: int
+    calib_method: str
+    calib_seed: int
+    val_data: str | None
+    val_images: int
+    max_drop: float | None
+    opset: int
+    out: Path
+    force: bool
+    cache_dir: Path | None
 
 
+@app.command(help="Export a checkpoint to a bundle (model files + model.json) for one target and precision, verified "
+                  "against PyTorch on real images; INT8 is calibrated on a representative set.")
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="an edge-deeplab checkpoint (.pt)", show_default=False)],
+    target: Annotated[Target, typer.Option(help="where the bundle runs", show_default=False)],
+    out: Annotated[Path, typer.Option(help="bundle folder to write", show_default=False)],
+    precision: Annotated[Optional[Precision], typer.Option(
+        help="what the target offers: " + "; ".join(f"{t} {'/'.join(p)}" for t, p in TARGET_PRECISIONS.items()),
+        show_default="the target's first: " + ", ".join(f"{t} {p}" for t, p in DEFAULT_PRECISION.items()))] = None,
+    output_stride: Annotated[Optional[OutputStride], typer.Option(
+        help="run the weights at this output stride", show_default="the checkpoint's")] = None,
+    input_size: Annotated[Optional[str], typer.Option(  # (height, width) once parsed
+        metavar="HxW", callback=size_option, help="static input size, or the size a --dynamic model is verified and tuned at",
+        show_default="the size the checkpoint was evaluated at, so the bundle keeps its mIoU")] = None,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="dynamic batch, height and width")] = False,
+    outputs: Annotated[Outputs, typer.Option(
+        help="what the graph returns: the class mask (ArgMax inside the graph, one byte per pixel), the logits "
+             "(for soft outputs), or both")] = Outputs("mask"),
+    float_input: Annotated[bool, typer.Option("--float-input", 
+        help="take normalized float32 input (normalization on the host) instead of uint8 RGB with the "
+             "normalization inside the graph")] = False,
+    calib_data: Annotated[Optional[str], typer.Option(
+        help="calibration dataset (spec or folder; plain image folders work too)",
+        show_default="the dataset the checkpoint was trained on")] = None,
+    calib_images: Annotated[int, typer.Option(min=1, help="calibration images")] = 200,
+    calib_method: Annotated[CalibMethod, typer.Option(help="range method for the onnxruntime/tensorrt INT8")
+                            ] = CalibMethod("minmax"),
+    calib_seed: Annotated[int, typer.Option(help="seed of the calibration pick")] = 0,
+    val_data: Annotated[Optional[str], typer.Option(
+        help="labelled dataset (val split) the bundle is scored on against the checkpoint",
+        show_default="the checkpoint's dataset")] = None,
+    val_images: Annotated[int, typer.Option(min=1, help="validation images for mIoU")] = 50,
+    max_drop: Annotated[Optional[float], typer.Option(
+        metavar="POINTS", help="INT8 accuracy guard: largest mIoU drop against FP32, in points (0.5 = half a "
+                               "percent)")] = None,
+    opset: Annotated[int, typer.Option(min=17, help="ONNX opset")] = 17,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing bundle folder")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="calibration range cache",
+                                                      show_default="~/.cache/edge-deeplab/calibration")] = None,
+) -> int:
+    from exporters.bundle import export_bundle
+
+    args = ExportArgs(checkpoint=checkpoint, target=target.value, precision=value(precision),
+                      output_stride=stride(output_stride), input_size=input_size,
+                      dynamic=dynamic, outputs=outputs.value, float_input=float_input, calib_data=calib_data,
+                      calib_images=calib_images, calib_method=calib_method.value, calib_seed=calib_seed,
+                      val_data=val_data, val_images=val_images, max_drop=max_drop, opset=opset, out=out, force=force,
+                      cache_dir=cache_dir)
+    req, ckpt, output_stride_used = build_request(args)
+    req.log(f"building {ckpt.model_config.backbone} at output stride {output_stride_used} from {checkpoint}")
+    req.model = ckpt.build_model(output_stride_used)
+    if req.validation is not None:
+        req.validation.checkpoint_miou = checkpoint_miou(req.model, req.validation)
+    export_bundle(req)
+    return 0
 
 
-def add_parser(subparsers, name: str) -> None:
-    parser = subparsers.add_parser(
-        name,
-        help="export a checkpoint to an ONNX / ONNX Runtime INT8 / OpenVINO / TensorRT bundle",
-        description="Export a checkpoint to a bundle (model files + model.json) for one target and precision, "
-                    "verified against PyTorch on real images; INT8 is calibrated on a representative set.",
-    )
-    parser.add_argument("checkpoint", help="an edge-deeplab checkpoint (.pt)")
-    # No argparse choices: a wrong target or precision gets the same one-line error as a wrong pair.
-    parser.add_argument("--target", required=True, help=f"one of {', '.join(TARGET_CHOICES)}")
-    parser.add_argument("--precision", help="fp32, fp16 or int8 (default: int8 for onnxruntime, fp32 otherwise)")
-    parser.add_argument("--output-stride", type=int, choices=(8, 16, 32),
-                        help="run the weights at this output stride (default: the checkpoint's)")
-    parser.add_argument("--input-size", type=parse_size, metavar="HxW",
-                        help="static input size, or the size a --dynamic model is verified and tuned at (default: "
-                             "the size the checkpoint was evaluated at, so the bundle keeps its mIoU)")
-    parser.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
-    parser.add_argument("--outputs", default="mask", metavar="|".join(OUTPUT_CHOICES),
-                        help="what the graph returns: the class mask (ArgMax inside the graph, one byte per pixel; "
-                             "default), the logits (for soft outputs), or both")
-    parser.add_argument("--float-input", action="store_true",
-                        help="take normalized float32 input (normalization on the host) instead of the default "
-                             "uint8 RGB with the normalization inside the graph")
-    parser.add_argument("--calib-data", help="calibration dataset (spec or folder; plain image folders work too; "
-                        "default: the dataset the checkpoint was trained on)")
-    parser.add_argument("--calib-images", type=int, default=200, help="calibration images (default 200)")
-    parser.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="minmax")
-    parser.add_argument("--calib-seed", type=int, default=0, help="seed of the calibration pick (default 0)")
-    parser.add_argument("--val-data", help="labelled dataset (val split) the bundle is scored on against the "
-                        "checkpoint (default: the checkpoint's dataset)")
-    parser.add_argument("--val-images", type=int, default=50, help="validation images for mIoU (default 50)")
-    parser.add_argument("--max-drop", type=float, metavar="POINTS",
-                        help="INT8 accuracy guard: largest mIoU drop against FP32, in points (0.5 = half a percent)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or later; default 17)")
-    parser.add_argument("--out", required=True, help="bundle folder to write")
-    parser.add_argument("--force", action="store_true", help="replace an existing bundle folder")
-    parser.add_argument("--cache-dir", help="calibration range cache (default ~/.cache/edge-deeplab/calibration)")
-    parser.set_defaults(func=run)
-
-
-def build_request(args: argparse.Namespace):
+def build_request(args: ExportArgs):
     """Validate the arguments and assemble the export request (no slow work)."""
     from calibration.selection import select_calibration_set
     from edge_deeplab.checkpoint import load_checkpoint
@@ -138,7 +173,7 @@ def build_request(args: argparse.Namespace):
         model=None,
         target=args.target,
         precision=precision,
-        out=Path(args.out),
+        out=args.out,
         height=height,
         width=width,
         classes=classes,
@@ -160,19 +195,7 @@ def build_request(args: argparse.Namespace):
         validation=validation,
         max_drop=args.max_drop,
         force=args.force,
-        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        cache_dir=args.cache_dir,
     )
     check_request(req)
     return req, ckpt, stride
-
-
-def run(args: argparse.Namespace) -> int:
-    from exporters.bundle import export_bundle
-
-    req, ckpt, stride = build_request(args)
-    req.log(f"building {ckpt.model_config.backbone} at output stride {stride} from {args.checkpoint}")
-    req.model = ckpt.build_model(stride)
-    if req.validation is not None:
-        req.validation.checkpoint_miou = checkpoint_miou(req.model, req.validation)
-    export_bundle(req)
-    return 0

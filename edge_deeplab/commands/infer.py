@@ -1,83 +1,206 @@
-"""``edge-deeplab infer BUNDLE SOURCE --out PATH``: segment images, folders, videos, cameras, streams.
+"""``edge-deeplab infer BUNDLE SOURCE...``: segment images, folders, videos, cameras, streams.
 
-Images and folders give overlay PNGs (and, with ``--masks``, paletted index PNGs) in the --out
-folder; video sources give an annotated video (overlay + fps) through the threaded pipeline of
-:mod:`runtime.video`. Torch-free: this is what runs on the device.
+Images and folders give overlay PNGs (and, with ``--masks``, paletted index PNGs); each video gives
+an annotated video (overlay + fps) through the threaded pipeline of :mod:`runtime.video`. Several
+sources and globs can be given at once; a camera or stream runs alone. Without ``--out`` the
+results go to a new numbered folder under ``runs/infer/``, so no run overwrites another.
+Torch-free: this is what runs on the device.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import glob
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Annotated, Any, Iterator, List, Optional
 
+import typer
+
+from edge_deeplab.commands.options import (EngineCache, OrtOptimization, OrtOptimizationOpt, OvDevice, OvHint,
+                                           OvHintOpt, OvPrecisionOpt, Threads, Upsample, runtime_options)
 from runtime.errors import EdgeDeeplabError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+RUNS_FOLDER = Path("runs/infer")
+CSI_PANEL = "Jetson CSI camera (nvarguscamerasrc; needs OpenCV with GStreamer)"
+app = typer.Typer()
 
 
-def add_runtime_options(parser: argparse.ArgumentParser) -> None:
-    """Backend knobs shared by ``infer`` and ``benchmark`` (see runtime.options.RuntimeOptions)."""
-    group = parser.add_argument_group("runtime options")
-    group.add_argument("--threads", type=int, default=0, help="intra-op threads (0: the backend decides)")
-    group.add_argument("--ort-optimization", choices=["disable", "basic", "extended", "all"], default="all",
-                       help="ONNX Runtime graph optimization level")
-    group.add_argument("--ov-precision", choices=["f32", "f16", "bf16"], default=None,
-                       help="OpenVINO INFERENCE_PRECISION_HINT (default: f32 for fp32 bundles, OpenVINO's own otherwise)")
-    group.add_argument("--ov-hint", choices=["LATENCY", "THROUGHPUT"], default="LATENCY",
-                       help="OpenVINO PERFORMANCE_HINT")
-    group.add_argument("--device", default="CPU", help="OpenVINO device (CPU, GPU, NPU, AUTO)")
-    group.add_argument("--engine-cache", type=Path, default=None,
-                       help="folder for TensorRT engines built on this device (default: BUNDLE/engines)")
+@dataclass(frozen=True)
+class VideoSettings:
+    """How a video, camera or stream source is run and written."""
+
+    masks: bool
+    alpha: float
+    force: bool
+    max_frames: int | None
+    duration: float | None
+    queue_size: int
+    progress: bool
 
 
-def runtime_options(args: argparse.Namespace) -> dict:
-    """The ``runtime.load`` keywords for the parsed runtime options."""
-    return {
-        "threads": args.threads,
-        "ort_optimization": args.ort_optimization,
-        "ov_precision_hint": args.ov_precision,
-        "ov_performance_hint": args.ov_hint,
-        "device": args.device,
-        "engine_cache_dir": args.engine_cache,
-    }
+@app.command(help="Run a bundle on each SOURCE: an image, a folder of images, a glob ('frames/*.jpg', quoted), a video "
+                  "file, a camera index (0), an RTSP/HTTP URL or a GStreamer pipeline (text containing '!'). Images "
+                  "give overlay PNGs, each video an annotated video. A camera or stream runs alone.")
+def infer(
+    bundle: Annotated[Path, typer.Argument(help="bundle folder (made by 'edge-deeplab export')", show_default=False)],
+    sources: Annotated[Optional[List[str]], typer.Argument(
+        metavar="SOURCE...", help="images, folders, globs, videos; or one camera index, URL or pipeline",
+        show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="output folder; an image file for one image in; a video file for one video in",
+        show_default=f"a new numbered folder {RUNS_FOLDER}/NNN")] = None,
+    masks: Annotated[bool, typer.Option("--masks", help="also write class-index PNGs (with palette)")] = False,
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="overlay opacity of the colour mask")] = 0.5,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
+    upsample: Annotated[Upsample, typer.Option(
+        help="resize the argmax mask (fast) or the logits (bilinear, smoother) to the image size")] = Upsample("mask"),
+    max_frames: Annotated[Optional[int], typer.Option(min=1, help="stop a video/camera/stream after N frames")] = None,
+    duration: Annotated[Optional[float], typer.Option(help="stop a video/camera/stream after S seconds")] = None,
+    queue_size: Annotated[int, typer.Option(min=1, help="frames buffered between pipeline stages")] = 4,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
+    csi_camera: Annotated[bool, typer.Option("--csi-camera", help="read a CSI camera instead of SOURCE",
+                                             rich_help_panel=CSI_PANEL)] = False,
+    csi_sensor_id: Annotated[int, typer.Option(rich_help_panel=CSI_PANEL)] = 0,
+    csi_width: Annotated[int, typer.Option(rich_help_panel=CSI_PANEL)] = 1280,
+    csi_height: Annotated[int, typer.Option(rich_help_panel=CSI_PANEL)] = 720,
+    csi_fps: Annotated[int, typer.Option(rich_help_panel=CSI_PANEL)] = 30,
+    threads: Threads = 0,
+    ort_optimization: OrtOptimizationOpt = OrtOptimization("all"),
+    ov_precision: OvPrecisionOpt = None,
+    ov_hint: OvHintOpt = OvHint("LATENCY"),
+    device: OvDevice = "CPU",
+    engine_cache: EngineCache = None,
+) -> int:
+    import runtime
+    from runtime.sources import csi_camera_pipeline
+
+    if csi_camera:
+        if sources:
+            raise EdgeDeeplabError("give either SOURCE or --csi-camera, not both")
+        sources = [csi_camera_pipeline(csi_sensor_id, csi_width, csi_height, csi_fps)]
+    if not sources:
+        raise EdgeDeeplabError("no SOURCE given (an image, folder, glob, video, camera index, URL or pipeline; "
+                               "or --csi-camera)")
+    images, videos = _sorted_sources(sources)
+    claimed = None
+    if out is None:
+        out = claimed = _claim_run_folder()
+        force = True  # the folder is new and ours
+    settings = VideoSettings(masks, alpha, force, max_frames, duration, queue_size, not no_progress)
+    try:
+        plan = _plan_outputs(images, videos, out, settings)
+        options = runtime_options(threads, ort_optimization, ov_precision, ov_hint, device, engine_cache)
+        with runtime.load(bundle, upsample=upsample.value, **options) as seg:
+            code = _run_images(seg, images, out, plan, settings) if images else 0
+            for (source, kind), path in zip(videos, plan.videos):
+                code = max(code, _run_video(seg, source, kind, path, settings))
+    except BaseException:
+        if claimed is not None and claimed.is_dir() and not any(claimed.iterdir()):
+            claimed.rmdir()  # a run that wrote nothing leaves no empty numbered folder behind
+        raise
+    if claimed is not None:
+        print(f"results in {claimed}")
+    return code
 
 
-def add_parser(subparsers: argparse._SubParsersAction, name: str) -> None:
-    parser = subparsers.add_parser(
-        name,
-        help="segment images, a folder, a video, a camera or a stream with a bundle",
-        description=(
-            "Run a bundle on SOURCE: an image, a folder of images, a video file, a camera index (0), an "
-            "RTSP/HTTP URL or a GStreamer pipeline (text containing '!'). Images -> overlay PNGs in --out; "
-            "video sources -> an annotated video (--out FILE.mp4, or a folder)."
-        ),
-    )
-    parser.add_argument("bundle", type=Path, help="bundle folder (made by 'edge-deeplab export')")
-    parser.add_argument("source", nargs="?", help="image, folder, video, camera index, URL or GStreamer pipeline")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output folder (images), an image file (one image in), or a video file / folder")
-    parser.add_argument("--masks", action="store_true", help="also write class-index PNGs (with palette)")
-    parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the colour mask")
-    parser.add_argument("--force", action="store_true", help="replace an existing --out")
-    parser.add_argument("--upsample", choices=["mask", "logits"], default="mask",
-                        help="resize the argmax mask (fast) or the logits (bilinear, smoother) to the image size")
-    parser.add_argument("--max-frames", type=int, default=None, help="stop a video/camera/stream after N frames")
-    parser.add_argument("--duration", type=float, default=None, help="stop a video/camera/stream after S seconds")
-    parser.add_argument("--queue-size", type=int, default=4, help="frames buffered between pipeline stages")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    csi = parser.add_argument_group("Jetson CSI camera (nvarguscamerasrc; needs OpenCV with GStreamer)")
-    csi.add_argument("--csi-camera", action="store_true", help="read a CSI camera instead of SOURCE")
-    csi.add_argument("--csi-sensor-id", type=int, default=0)
-    csi.add_argument("--csi-width", type=int, default=1280)
-    csi.add_argument("--csi-height", type=int, default=720)
-    csi.add_argument("--csi-fps", type=int, default=30)
-    add_runtime_options(parser)
-    parser.set_defaults(func=run)
+def _claim_run_folder() -> Path:
+    from runtime.files import new_numbered_dir
+
+    return new_numbered_dir(RUNS_FOLDER)
+
+
+def _expand(source: str) -> list[str]:
+    """A glob pattern -> the files it matches (sorted); anything else as given."""
+    if glob.has_magic(source) and not Path(source).exists() and "!" not in source and "://" not in source:
+        matches = sorted(glob.glob(source))
+        if not matches:
+            raise EdgeDeeplabError(f"no file matches {source}")
+        return matches
+    return [source]
+
+
+def _sorted_sources(sources: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The image files (folders listed) and the video sources (with their kind), each once, in order."""
+    from runtime.images import IMAGE_SUFFIXES, list_images
+    from runtime.sources import VIDEO_KINDS, classify_source
+
+    images: list[Path] = []
+    videos: list[tuple[str, str]] = []
+    expanded = list(dict.fromkeys(item for source in sources for item in _expand(source)))
+    for source in expanded:
+        kind = classify_source(source)
+        if kind in VIDEO_KINDS:
+            if kind != "video" and len(expanded) > 1:
+                raise EdgeDeeplabError(f"a {kind} source runs alone; give {source} without other sources")
+            videos.append((source, kind))
+        elif kind == "folder":
+            found = list_images(source)
+            if not found and len(expanded) == 1:
+                raise EdgeDeeplabError(f"{source} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            images.extend(found)
+        else:
+            images.append(Path(source))
+    if not images and not videos:
+        raise EdgeDeeplabError(f"the sources hold no image files ({', '.join(IMAGE_SUFFIXES)}) and no video")
+    return list(dict.fromkeys(images)), videos
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """Where every result goes, decided (and checked) before the bundle is loaded."""
+
+    single_image: Path | None  # --out is the overlay file itself (one image in)
+    names: dict[Path, str]  # image -> the stem its results are written under
+    videos: list[Path]  # one annotated video per video source
+
+
+def _plan_outputs(images: list[Path], videos: list[tuple[str, str]], out: Path, settings: VideoSettings) -> OutputPlan:
+    """Decide every output path and refuse, before any work, what would overwrite or collide."""
+    from runtime.files import check_writable
+    from runtime.images import IMAGE_SUFFIXES
+
+    single = out if len(images) == 1 and not videos and out.suffix.lower() in IMAGE_SUFFIXES else None
+    if images:
+        check_writable(out, settings.force)
+        if single is not None and settings.masks:
+            check_writable(_single_mask_path(single), settings.force)
+    video_paths = [_video_out_path(out, source, kind, len(videos)) for source, kind in videos]
+    for path in video_paths:
+        check_writable(path, settings.force)
+        if settings.masks:
+            check_writable(_masks_dir(path), settings.force)
+    repeated = sorted({str(p) for p in video_paths if video_paths.count(p) > 1})
+    if repeated:
+        raise EdgeDeeplabError(f"two videos would both be written to {repeated[0]}; run them separately")
+    return OutputPlan(single, _unique_stems(images), video_paths)
+
+
+def _unique_stems(images: list[Path]) -> dict[Path, str]:
+    """Each image's output stem: its own, or ``folder_stem`` when two sources share a stem."""
+    counts: dict[str, int] = {}
+    for path in images:
+        counts[path.stem] = counts.get(path.stem, 0) + 1
+    names: dict[Path, str] = {}
+    for path in images:
+        name = path.stem if counts[path.stem] == 1 else f"{path.parent.name}_{path.stem}"
+        while name in names.values():
+            name += "_"
+        names[path] = name
+    return names
+
+
+def _single_mask_path(single: Path) -> Path:
+    """Where --masks puts the class-index PNG beside an image-file --out: ``result.png`` -> ``result_mask.png``."""
+    return single.with_name(f"{single.stem}_mask.png")
+
+
+def _masks_dir(video: Path) -> Path:
+    return video.with_name(f"{video.stem}_masks")
 
 
 def _progress(total: int | None, disabled: bool, unit: str):
@@ -86,25 +209,13 @@ def _progress(total: int | None, disabled: bool, unit: str):
     return tqdm(total=total, unit=unit, disable=disabled, file=sys.stderr, dynamic_ncols=True)
 
 
-def _image_out_file(args: argparse.Namespace, kind: str) -> Path | None:
-    """--out as the overlay file itself: one image in, an image file name (``result.png``) out."""
-    from runtime.images import IMAGE_SUFFIXES
-
-    return args.out if kind == "image" and args.out.suffix.lower() in IMAGE_SUFFIXES else None
-
-
-def _single_mask_path(single: Path) -> Path:
-    """Where --masks puts the class-index PNG beside an image-file --out: ``result.png`` -> ``result_mask.png``."""
-    return single.with_name(f"{single.stem}_mask.png")
-
-
-def _segment_images(seg, images: list[Path], out: Path, args: argparse.Namespace, single: Path | None) -> list[str]:
-    """Write each image's overlay (and mask) into ``out``, or to ``single``; return the skipped ones."""
+def _segment_images(seg, images: list[Path], out: Path, plan: OutputPlan, settings: VideoSettings) -> list[str]:
+    """Write each image's overlay (and mask) into ``out``, or to the single file; return the skipped ones."""
     import runtime
     from runtime.images import write_image, write_mask
 
     skipped: list[str] = []
-    with _progress(len(images), args.no_progress or len(images) < 2, "img") as bar:
+    with _progress(len(images), not settings.progress or len(images) < 2, "img") as bar:
         for path in images:
             try:
                 image = runtime.read_image(path)
@@ -113,15 +224,17 @@ def _segment_images(seg, images: list[Path], out: Path, args: argparse.Namespace
                 bar.update(1)
                 continue
             mask = seg.predict(image)
-            overlay_path = single or out / f"{path.stem}_overlay.png"
-            write_image(overlay_path, runtime.overlay(image, mask, seg.palette, args.alpha))
-            if args.masks:
-                write_mask(_single_mask_path(single) if single else out / f"{path.stem}_mask.png", mask, seg.palette)
+            name = plan.names[path]
+            write_image(plan.single_image or out / f"{name}_overlay.png",
+                        runtime.overlay(image, mask, seg.palette, settings.alpha))
+            if settings.masks:
+                write_mask(_single_mask_path(plan.single_image) if plan.single_image else out / f"{name}_mask.png",
+                           mask, seg.palette)
             bar.update(1)
     return skipped
 
 
-def _run_images(seg, images: list[Path], args: argparse.Namespace, single: Path | None) -> int:
+def _run_images(seg, images: list[Path], out: Path, plan: OutputPlan, settings: VideoSettings) -> int:
     """Overlay (and mask) PNGs for each image; unreadable images are skipped, counted and listed.
 
     A folder of results is written under a temporary name and renamed into place when done, so
@@ -130,33 +243,34 @@ def _run_images(seg, images: list[Path], args: argparse.Namespace, single: Path 
     """
     from runtime.files import atomic_dir
 
-    out: Path = args.out
-    if single is not None:
-        skipped = _segment_images(seg, images, out, args, single)
+    if plan.single_image is not None:
+        skipped = _segment_images(seg, images, out, plan, settings)
     else:
-        with atomic_dir(out, overwrite=args.force) as tmp:
-            skipped = _segment_images(seg, images, tmp, args, None)
+        with atomic_dir(out, overwrite=settings.force) as tmp:
+            skipped = _segment_images(seg, images, tmp, plan, settings)
             if len(skipped) == len(images):
                 raise EdgeDeeplabError(skipped[0] if len(images) == 1 else
                                        f"none of the {len(images)} images could be read; the first: {skipped[0]}")
     done = len(images) - len(skipped)
     if done == 0:
         raise EdgeDeeplabError(skipped[0])
-    where = f"into {out}" if single is None else f"to {out}"
+    where = f"into {out}" if plan.single_image is None else f"to {out}"
     print(f"{done} image(s) segmented {where}" + (f"; {len(skipped)} unreadable skipped:" if skipped else ""))
     for line in skipped:
         print(f"  skipped {line}")
     return 0
 
 
-def _video_out_path(args: argparse.Namespace, source: str, kind: str) -> Path:
-    """--out as given if it names a video file, else ``--out/<source name>.mp4``."""
-    if args.out.suffix.lower() in VIDEO_SUFFIXES:
-        return args.out
-    if args.out.exists() and not args.out.is_dir():
-        raise EdgeDeeplabError(f"--out {args.out} is a file; give a folder or a video file name ({', '.join(VIDEO_SUFFIXES)})")
+def _video_out_path(out: Path, source: str, kind: str, videos: int) -> Path:
+    """--out as given if it names a video file (one video in), else ``--out/<source name>.mp4``."""
+    if out.suffix.lower() in VIDEO_SUFFIXES:
+        if videos > 1:
+            raise EdgeDeeplabError(f"--out {out} names one video file but {videos} videos are given; give a folder")
+        return out
+    if out.exists() and not out.is_dir():
+        raise EdgeDeeplabError(f"--out {out} is a file; give a folder or a video file name ({', '.join(VIDEO_SUFFIXES)})")
     stem = Path(source).stem if kind == "video" else {"camera": f"camera{source}"}.get(kind, kind)
-    return args.out / f"{stem}.mp4"
+    return out / f"{stem}.mp4"
 
 
 @contextlib.contextmanager
@@ -182,24 +296,20 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _ended_early(stats, declared: int | None, args: argparse.Namespace) -> str:
+def _ended_early(stats, declared: int | None, stopped_on_request: bool) -> str:
     """A line when a video file gave fewer frames than its header declares (a truncated file), else ''."""
-    stopped = stats.interrupted or args.max_frames is not None or args.duration is not None
+    stopped = stats.interrupted or stopped_on_request
     seen = stats.frames + stats.skipped
     if declared is None or stopped or seen >= declared:
         return ""
     return f"the stream ended early: {seen} of the {declared} frames the file declares (truncated or damaged file?)"
 
 
-def _run_video(seg, source: str, kind: str, args: argparse.Namespace) -> int:
-    from runtime.files import check_writable
+def _run_video(seg, source: str, kind: str, out_path: Path, settings: VideoSettings) -> int:
     from runtime.sources import capture_fps, capture_frames, open_capture
     from runtime.video import run_video
 
-    out_path = check_writable(_video_out_path(args, source, kind), args.force)
-    masks_dir = out_path.with_name(f"{out_path.stem}_masks") if args.masks else None
-    if masks_dir is not None:
-        check_writable(masks_dir, args.force)
+    masks_dir = _masks_dir(out_path) if settings.masks else None
     out_path.parent.mkdir(parents=True, exist_ok=True)
     cap = open_capture(source, kind)
     try:
@@ -208,9 +318,9 @@ def _run_video(seg, source: str, kind: str, args: argparse.Namespace) -> int:
             import cv2
 
             total = declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-            if args.max_frames is not None and total is not None:
-                total = min(total, args.max_frames)
-        with _progress(total, args.no_progress, "frame") as bar, _sigterm_as_interrupt():
+            if settings.max_frames is not None and total is not None:
+                total = min(total, settings.max_frames)
+        with _progress(total, not settings.progress, "frame") as bar, _sigterm_as_interrupt():
             stats = run_video(
                 capture_frames(cap),
                 seg.predict,
@@ -218,50 +328,16 @@ def _run_video(seg, source: str, kind: str, args: argparse.Namespace) -> int:
                 out_path,
                 fps=capture_fps(cap),
                 masks_dir=masks_dir,
-                alpha=args.alpha,
-                max_frames=args.max_frames,
-                duration=args.duration,
-                queue_size=args.queue_size,
+                alpha=settings.alpha,
+                max_frames=settings.max_frames,
+                duration=settings.duration,
+                queue_size=settings.queue_size,
                 progress=bar.update,
             )
     finally:
         cap.release()
     print(stats.summary())
-    early = _ended_early(stats, declared, args)
+    early = _ended_early(stats, declared, settings.max_frames is not None or settings.duration is not None)
     if early:
         print(early)
     return 130 if stats.interrupted else 0
-
-
-def run(args: argparse.Namespace) -> int:
-    import runtime
-    from runtime.images import IMAGE_SUFFIXES, list_images
-    from runtime.sources import VIDEO_KINDS, classify_source, csi_camera_pipeline
-
-    if args.csi_camera:
-        if args.source:
-            raise EdgeDeeplabError("give either SOURCE or --csi-camera, not both")
-        source = csi_camera_pipeline(args.csi_sensor_id, args.csi_width, args.csi_height, args.csi_fps)
-    elif args.source:
-        source = args.source
-    else:
-        raise EdgeDeeplabError("no SOURCE given (an image, folder, video, camera index, URL or pipeline; or --csi-camera)")
-    if args.queue_size < 1:
-        raise EdgeDeeplabError("--queue-size must be at least 1")
-    if not 0.0 <= args.alpha <= 1.0:
-        raise EdgeDeeplabError("--alpha must be within [0, 1]")
-    kind = classify_source(source)
-    if kind not in VIDEO_KINDS:
-        from runtime.files import check_writable
-
-        single = _image_out_file(args, kind)
-        check_writable(args.out, args.force)
-        if single is not None and args.masks:
-            check_writable(_single_mask_path(single), args.force)
-        images = [Path(source)] if kind == "image" else list_images(source)
-        if not images:
-            raise EdgeDeeplabError(f"{source} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-    with runtime.load(args.bundle, upsample=args.upsample, **runtime_options(args)) as seg:
-        if kind in VIDEO_KINDS:
-            return _run_video(seg, source, kind, args)
-        return _run_images(seg, images, args, single)

@@ -1,56 +1,119 @@
-"""``edge-deeplab pipeline``: the README demo, from nothing to an accuracy-versus-latency report.
+"""``edge-deeplab pipeline``: the main job, from nothing to an accuracy-versus-latency report.
 
 With no argument it trains the default model on the built-in synthetic set, then reports output
-strides 8, 16 and 32 on every target this machine can run, and prints the table. ``--heads
-dense,separable`` trains the default recipe once per head (dense 3x3 convs in ASPP and decoder,
-or the paper's atrous separable ones) and reports both models in one table. The defaults are
-sized to finish in about 20 minutes on a 2-core CPU (training about 10, the report under 8): 50
-scored images and 20 timed runs per bundle; pass larger values for steadier figures.
+strides 8, 16 and 32 on every target this machine can run, and prints the table. ``--quick`` is
+the README's first command: a short training, then INT8 for ONNX Runtime and OpenVINO (with their
+FP32 references) at the three strides, in a few minutes on a 2-core CPU. ``--heads
+dense,separable`` trains the default recipe once per head (dense 3x3 convs in ASPP and decoder, or
+the paper's atrous separable ones) and reports both models in one table. The full defaults take
+about 15 minutes on a 2-core CPU (training about 10): 50 scored images and 20 timed runs per
+bundle; pass larger values for steadier figures.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Annotated, Optional
 
-from edge_deeplab.commands.report import add_report_options, print_summary, report_checkpoint
-from edge_deeplab.config import TrainConfig, make_config
+import typer
+from click.core import ParameterSource
+
+from edge_deeplab.commands.options import CalibMethod, listed
+from edge_deeplab.commands.report import (BandWidth, BandWidths, CalibData, CalibImages, CalibMethodOpt, CalibSeed,
+                                          Data, InputSize, KeepBundles, MaxDrop, OutputStrides, Precisions, Runs,
+                                          Split, Targets, Threads, ValImages, Verbose, Warmup, check_numbers,
+                                          print_summary,
+                                          report_args, report_checkpoint)
+from edge_deeplab.config import DEFAULT_ITERATIONS, TrainConfig, make_config
+from edge_deeplab.models.config import OUTPUT_STRIDES
 from runtime.errors import EdgeDeeplabError
-from runtime.manifest import TARGETS
+from runtime.manifest import PRECISIONS, TARGETS
 
-PIPELINE_DEFAULTS = {"val_images": 50, "calib_images": 64, "runs": 20, "warmup": 3}
 # --heads choice -> TrainConfig.separable. Each head trains for its default number of steps
 # (edge_deeplab.config.DEFAULT_ITERATIONS), the same training time, unless --iterations is given.
 HEADS = {"dense": False, "separable": True}
+# What --quick changes, for the options not given on the command line: a quarter of the default
+# separable training, INT8 for the two CPU runtimes beside their FP32 references, fewer images
+# and runs. About 6 minutes on the 2-core development CPU (README, "Quick start").
+QUICK = {"out": Path("runs/quick"), "iterations": 800, "targets": "onnx,onnxruntime,openvino",
+         "precisions": "fp32,int8", "val_images": 30, "calib_images": 32, "runs": 10, "warmup": 2}
+app = typer.Typer()
 
 
-def add_parser(subparsers, name: str) -> None:
-    defaults = TrainConfig()
-    parser = subparsers.add_parser(
-        name,
-        help="demo: train the default model on the synthetic set, then report OS 8/16/32 on every target here",
-        description="Train the default model (MobileNetV2 DeepLabv3+ with the atrous separable head on the built-in "
-                    "synthetic dataset, 3200 steps) into <out>/<head>, or reuse the finished run already there, then "
-                    "export and measure it at output strides 8, 16 and 32 on every target this machine can run, "
-                    "writing the report to <out>/report (measured again, and replaced, on every run). With "
-                    "--heads dense,separable, each head is trained for the same time (the dense one 1600 steps) and "
-                    "both are compared in one report.",
-    )
-    parser.add_argument("--heads", default="separable", metavar="LIST",
-                        help=f"heads to train and compare: {', '.join(HEADS)} or both, comma-separated "
-                             "(default separable)")
-    parser.add_argument("--out", type=Path, default=Path("runs/pipeline"),
-                        help="folder for the training run and the report (default runs/pipeline)")
-    parser.add_argument("--iterations", type=int,
-                        help="training steps for every head (default: each head's own, the same training time)")
-    parser.add_argument("--batch-size", type=int, help=f"training batch size (default {defaults.batch_size})")
-    parser.add_argument("--seed", type=int, help=f"training seed (default {defaults.seed})")
-    parser.add_argument("--force", action="store_true", help="train again even if <out>/<head> holds a finished run")
-    add_report_options(parser, PIPELINE_DEFAULTS, "targets (default: every target whose runtime is installed here)",
-                       "dataset to train on and score (default synthetic)")
-    parser.set_defaults(func=run)
+@app.command(help="Train the default model (MobileNetV2 DeepLabv3+ with the atrous separable head on the built-in "
+                  "synthetic dataset) into <out>/<head>, or reuse the finished run already there, then export and "
+                  "measure it at output strides 8, 16 and 32 on every target this machine can run, writing the report "
+                  "to <out>/report (measured again, and replaced, on every run). --quick: the same in a few minutes. "
+                  "With --heads dense,separable, each head is trained for the same time and both are compared in one "
+                  "report.")
+def pipeline(
+    ctx: typer.Context,
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="a short demo of the main job: " + ", ".join(f"--{k.replace('_', '-')} {v}"
+                                                                     for k, v in QUICK.items())
+        + " (options given on the command line still win)")] = False,
+    heads: Annotated[str, typer.Option(metavar="LIST", help=f"heads to train and compare: {listed(HEADS)} or both, "
+                                                            "comma-separated")] = "separable",
+    out: Annotated[Path, typer.Option(help="folder for the training runs and the report")] = Path("runs/pipeline"),
+    iterations: Annotated[Optional[int], typer.Option(
+        min=1, help="training steps for every head",
+        show_default=f"each head's own: {DEFAULT_ITERATIONS[True]} separable, {DEFAULT_ITERATIONS[False]} dense, "
+                     "the same training time")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="training batch size",
+                                                      show_default=str(TrainConfig().batch_size))] = None,
+    seed: Annotated[Optional[int], typer.Option(help="training seed", show_default=str(TrainConfig().seed))] = None,
+    force: Annotated[bool, typer.Option("--force", help="train again even if <out>/<head> holds a finished run")
+                     ] = False,
+    data: Data = None,
+    split: Split = "val",
+    output_strides: OutputStrides = listed(OUTPUT_STRIDES),
+    targets: Targets = None,
+    precisions: Precisions = listed(PRECISIONS),
+    input_size: InputSize = None,
+    val_images: ValImages = 50,
+    calib_data: CalibData = None,
+    calib_images: CalibImages = 64,
+    calib_method: CalibMethodOpt = CalibMethod("minmax"),
+    calib_seed: CalibSeed = 0,
+    max_drop: MaxDrop = None,
+    runs: Runs = 20,
+    warmup: Warmup = 3,
+    threads: Threads = 0,
+    band_widths: BandWidths = "2,4,8,16",
+    band_width: BandWidth = 4,
+    keep_bundles: KeepBundles = True,
+    verbose: Verbose = False,
+) -> int:
+    given = dict(locals())
+    if quick:  # the preset fills what the command line left at its default
+        given.update({name: preset for name, preset in QUICK.items()
+                      if ctx.get_parameter_source(name) == ParameterSource.DEFAULT})
+    train_options = {name: given.pop(name) for name in ("ctx", "quick", "heads", "out", "iterations", "batch_size",
+                                                        "seed")}
+    args = report_args(**given)
+    check_numbers(args)  # a bad report option fails now, not after ten minutes of training
+    chosen = parse_heads(train_options["heads"])
+    if args.targets is None:
+        from edge_deeplab.report import runtime_unavailable
+
+        args = replace(args, targets=[t for t in TARGETS if runtime_unavailable(t) is None])
+    folder: Path = train_options["out"]
+    configs = [make_config({}, {"data": args.data, "iterations": train_options["iterations"],
+                                "batch_size": train_options["batch_size"], "seed": train_options["seed"],
+                                "separable": HEADS[head], "out": str(folder / head)})
+               for head in chosen]
+    best = [train_or_reuse(config, args.force) for config in configs]
+    report_dir = folder / "report"
+    # The report is the pipeline's output: measured afresh, replacing the last one.
+    result = report_checkpoint(replace(args, force=True), best, report_dir)
+    print_summary(result, report_dir)
+    print(f"report: {report_dir / 'report.md'}")
+    if not result.measured:
+        raise EdgeDeeplabError(f"no combination could be measured on this machine; see {report_dir / 'report.md'}")
+    return 0
 
 
 def parse_heads(text: str) -> list[str]:
@@ -129,25 +192,3 @@ def _train_entry(config: TrainConfig, resume: bool, force: bool) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
-
-
-def run(args: argparse.Namespace) -> int:
-    from edge_deeplab.commands.report import check_numbers
-    from edge_deeplab.report import runtime_unavailable
-
-    check_numbers(args)  # a bad report option fails now, not after ten minutes of training
-    heads = parse_heads(args.heads)
-    if args.targets is None:
-        args.targets = [t for t in TARGETS if runtime_unavailable(t) is None]
-    configs = [make_config({}, {"data": args.data, "iterations": args.iterations, "batch_size": args.batch_size,
-                                "seed": args.seed, "separable": HEADS[head], "out": str(args.out / head)})
-               for head in heads]
-    best = [train_or_reuse(config, args.force) for config in configs]
-    report_dir = args.out / "report"
-    args.force = True  # the report is the demo's output: measured afresh, replacing the last one
-    report = report_checkpoint(args, best, report_dir)
-    print_summary(report, report_dir)
-    print(f"report: {report_dir / 'report.md'}")
-    if not report.measured:
-        raise EdgeDeeplabError(f"no combination could be measured on this machine; see {report_dir / 'report.md'}")
-    return 0

@@ -8,117 +8,156 @@ flags into its settings, checking everything cheap before anything slow starts.
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from importlib import util
 from pathlib import Path
-from typing import Any
+from typing import Annotated, List, Optional
 
-from edge_deeplab.commands.evaluate import parse_widths
-from edge_deeplab.commands.export import parse_size
+import typer
+
+from edge_deeplab.commands.options import CalibMethod, listed, parse_list, parse_widths, size_option
 from edge_deeplab.export import check_input_size_limit
+from edge_deeplab.models.config import OUTPUT_STRIDES
 from runtime.errors import EdgeDeeplabError
 from runtime.manifest import PRECISIONS, TARGETS
 
-# Defaults for a full report; the pipeline passes smaller ones so its demo finishes in minutes.
-REPORT_DEFAULTS: dict[str, Any] = {"val_images": None, "calib_images": 100, "runs": 50, "warmup": 5}
+app = typer.Typer()
 
 
-def _csv(kind: type, choices: tuple | None = None):
-    """An argparse type for comma-separated lists (``8,16,32``, ``onnx,openvino``)."""
+@dataclass(frozen=True)
+class ReportArgs:
+    """The settings ``report`` and ``pipeline`` share, parsed (lists are lists, sizes tuples)."""
 
-    def parse(text: str) -> list:
-        try:
-            items = [kind(item.strip()) for item in text.split(",") if item.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from None
-        bad = [item for item in items if choices is not None and item not in choices]
-        if bad or not items:
-            raise argparse.ArgumentTypeError(
-                f"{', '.join(map(str, bad)) or 'nothing'}: choose from {', '.join(map(str, choices or ()))}")
-        return items
-
-    return parse
-
-
-def add_report_options(parser: argparse.ArgumentParser, defaults: dict[str, Any], targets_help: str,
-                       data_help: str) -> None:
-    """The options the report and the pipeline share (the pipeline with smaller defaults)."""
-    images = defaults["val_images"]
-    parser.add_argument("--data", help=data_help)
-    parser.add_argument("--split", default="val", help="dataset split (default val)")
-    parser.add_argument("--output-strides", type=_csv(int, (8, 16, 32)), default=[8, 16, 32], metavar="LIST",
-                        help="output strides to export and compare (default 8,16,32)")
-    parser.add_argument("--targets", type=_csv(str, TARGETS), default=None, metavar="LIST", help=targets_help)
-    parser.add_argument("--precisions", type=_csv(str, PRECISIONS), default=list(PRECISIONS), metavar="LIST",
-                        help="precisions (default fp32,fp16,int8; each target gets those it offers)")
-    parser.add_argument("--input-size", type=parse_size, default=None, metavar="HxW",
-                        help="static input size of the exported bundles (default: the scored images' size, the "
-                             "largest height and width among them)")
-    parser.add_argument("--val-images", "--limit", dest="val_images", type=int, default=images, metavar="N",
-                        help=f"score at most N images (default {images or 'all of the split'})")
-    parser.add_argument("--calib-data", help="INT8 calibration dataset, train split (default: --data)")
-    parser.add_argument("--calib-images", type=int, default=defaults["calib_images"],
-                        help=f"INT8 calibration images (default {defaults['calib_images']})")
-    parser.add_argument("--calib-method", choices=("minmax", "entropy", "percentile"), default="minmax",
-                        help="range method for the onnxruntime/tensorrt INT8 (default minmax)")
-    parser.add_argument("--calib-seed", type=int, default=0, help="seed of the calibration pick (default 0)")
-    parser.add_argument("--max-drop", type=float, metavar="POINTS",
-                        help="INT8 accuracy guard on the scored images: largest mIoU drop against FP32, in points")
-    parser.add_argument("--runs", type=int, default=defaults["runs"],
-                        help=f"timed runs per bundle (default {defaults['runs']})")
-    parser.add_argument("--warmup", type=int, default=defaults["warmup"],
-                        help=f"untimed runs per bundle first (default {defaults['warmup']})")
-    parser.add_argument("--threads", type=int, default=0, help="runtime intra-op threads (default 0: backend's choice)")
-    parser.add_argument("--band-widths", default="2,4,8,16",
-                        help="trimap band widths for boundary mIoU, pixels (default 2,4,8,16)")
-    parser.add_argument("--band-width", type=int, default=4,
-                        help="the band width shown in the main table (default 4; must be one of --band-widths)")
-    parser.add_argument("--keep-bundles", action=argparse.BooleanOptionalAction, default=True,
-                        help="keep the exported bundles in <out>/bundles (default yes)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show the exporters' messages as they come")
+    data: str | None
+    split: str
+    output_strides: list[int]
+    targets: list[str] | None  # None: every target (report) or every one runnable here (pipeline)
+    precisions: list[str]
+    input_size: tuple[int, int] | None
+    val_images: int | None
+    calib_data: str | None
+    calib_images: int
+    calib_method: str
+    calib_seed: int
+    max_drop: float | None
+    runs: int
+    warmup: int
+    threads: int
+    band_widths: str
+    band_width: int
+    keep_bundles: bool
+    verbose: bool
+    force: bool
 
 
-def add_parser(subparsers, name: str) -> None:
-    parser = subparsers.add_parser(
-        name,
-        help="accuracy-versus-latency report over output strides, targets and precisions",
-        description="Export a checkpoint at every output stride, target and precision this machine can build, "
-                    "score each bundle through the runtime (mIoU, per-class IoU, boundary mIoU, pixel accuracy), "
-                    "time them all interleaved, and write report.md, report.csv, report.json and plots. "
-                    "With --bundles, measure bundles already exported (no torch needed: for the device).",
+def report_args(output_strides: str, targets: str | None, precisions: str, calib_method: CalibMethod,
+                **given) -> ReportArgs:
+    """The shared options as typer gave them -> :class:`ReportArgs` (the lists checked against their tables)."""
+    return ReportArgs(
+        output_strides=[int(s) for s in parse_list(output_strides, OUTPUT_STRIDES, "--output-strides")],
+        targets=parse_list(targets, TARGETS, "--targets") if targets else None,
+        precisions=parse_list(precisions, PRECISIONS, "--precisions"),
+        calib_method=calib_method.value,
+        **given,
     )
-    parser.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT",
-                        help="edge-deeplab checkpoints (.pt), several to compare them in one table (same classes); "
-                             "or give --bundles")
-    parser.add_argument("--bundles", type=Path, metavar="DIR",
-                        help="measure the bundles in DIR (every subfolder with a model.json) instead of exporting")
-    parser.add_argument("--out", type=Path,
-                        help="report folder (default reports/<checkpoint name>, reports/compare-<names> for several, "
-                             "or reports/<DIR name>)")
-    parser.add_argument("--force", action="store_true", help="replace an existing report folder")
-    add_report_options(parser, REPORT_DEFAULTS,
-                       "targets (default all: onnx,onnxruntime,openvino,tensorrt; one this machine cannot run "
-                       "is listed as not measured, with the reason)",
-                       "labelled dataset to score on (default: the checkpoint's training dataset, or 'synthetic')")
-    parser.set_defaults(func=run)
 
 
-def check_numbers(args: argparse.Namespace) -> tuple[tuple[int, ...], int]:
+# The options both commands take, each defined once; each command gives its own default.
+Data = Annotated[Optional[str], typer.Option(help="labelled dataset to score on (and train on, in the pipeline)",
+                                             show_default="the checkpoint's training dataset, or 'synthetic'")]
+Split = Annotated[str, typer.Option(help="dataset split to score")]
+OutputStrides = Annotated[str, typer.Option(metavar="LIST", help=f"output strides to export and compare, from "
+                                                                 f"{listed(OUTPUT_STRIDES)}")]
+Targets = Annotated[Optional[str], typer.Option(
+    metavar="LIST", help=f"targets, from {listed(TARGETS)}; one this machine cannot run is listed as not measured, "
+                         "with the reason")]
+Precisions = Annotated[str, typer.Option(metavar="LIST", help=f"precisions, from {listed(PRECISIONS)}; each target "
+                                                              "gets those it offers")]
+InputSize = Annotated[Optional[str], typer.Option(
+    metavar="HxW", callback=size_option, help="static input size of the exported bundles",
+    show_default="the scored images' size, the largest height and width among them")]
+ValImages = Annotated[Optional[int], typer.Option("--val-images", "--limit", metavar="N", min=1,
+                                                  help="score at most N images")]
+CalibData = Annotated[Optional[str], typer.Option(help="INT8 calibration dataset, train split",
+                                                  show_default="--data")]
+CalibImages = Annotated[int, typer.Option(min=1, help="INT8 calibration images")]
+CalibMethodOpt = Annotated[CalibMethod, typer.Option("--calib-method",
+                                                     help="range method for the onnxruntime/tensorrt INT8")]
+CalibSeed = Annotated[int, typer.Option(help="seed of the calibration pick")]
+MaxDrop = Annotated[Optional[float], typer.Option(
+    metavar="POINTS", min=0.0, help="INT8 accuracy guard on the scored images: largest mIoU drop against FP32, "
+                                    "in points")]
+Runs = Annotated[int, typer.Option(min=1, help="timed runs per bundle")]
+Warmup = Annotated[int, typer.Option(min=0, help="untimed runs per bundle first")]
+Threads = Annotated[int, typer.Option(min=0, help="runtime intra-op threads (0: the backend's choice)")]
+BandWidths = Annotated[str, typer.Option(help="trimap band widths for boundary mIoU, pixels, comma-separated")]
+BandWidth = Annotated[int, typer.Option(help="the band width shown in the main table (one of --band-widths)")]
+KeepBundles = Annotated[bool, typer.Option(help="keep the exported bundles in <out>/bundles")]
+Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="show the exporters' messages as they come")]
+
+
+@app.command(help="Export a checkpoint at every output stride, target and precision this machine can build, score "
+                  "each bundle through the runtime (mIoU, per-class IoU, boundary mIoU, pixel accuracy), time them "
+                  "all interleaved, and write report.md, report.csv, report.json and plots. With --bundles, measure "
+                  "bundles already exported (no torch needed: for the device).")
+def report(
+    checkpoints: Annotated[Optional[List[Path]], typer.Argument(
+        metavar="CHECKPOINT...", show_default=False,
+        help="edge-deeplab checkpoints (.pt), several to compare them in one table (same classes); or give "
+             "--bundles")] = None,
+    bundles: Annotated[Optional[Path], typer.Option(
+        metavar="DIR", help="measure the bundles in DIR (every subfolder with a model.json) instead of "
+                            "exporting")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="report folder", show_default="reports/<checkpoint name>, reports/compare-<names> for several, or "
+                                           "reports/<DIR name>")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing report folder")] = False,
+    data: Data = None,
+    split: Split = "val",
+    output_strides: OutputStrides = listed(OUTPUT_STRIDES),
+    targets: Targets = None,
+    precisions: Precisions = listed(PRECISIONS),
+    input_size: InputSize = None,
+    val_images: ValImages = None,
+    calib_data: CalibData = None,
+    calib_images: CalibImages = 100,
+    calib_method: CalibMethodOpt = CalibMethod("minmax"),
+    calib_seed: CalibSeed = 0,
+    max_drop: MaxDrop = None,
+    runs: Runs = 50,
+    warmup: Warmup = 5,
+    threads: Threads = 0,
+    band_widths: BandWidths = "2,4,8,16",
+    band_width: BandWidth = 4,
+    keep_bundles: KeepBundles = True,
+    verbose: Verbose = False,
+) -> int:
+    given = dict(locals())
+    for name in ("checkpoints", "bundles", "out"):
+        del given[name]
+    args = report_args(**given)
+    if bool(checkpoints) == (bundles is not None):
+        raise EdgeDeeplabError("give checkpoints to export and measure, or --bundles DIR to measure (not both)")
+    if bundles is not None:
+        out = out or Path("reports") / bundles.resolve().name
+        result = report_bundles(args, bundles, out)
+    else:
+        default = checkpoints[0].stem if len(checkpoints) == 1 else "compare-" + "-".join(
+            c.parent.name or c.stem for c in checkpoints)
+        out = out or Path("reports") / default
+        result = report_checkpoint(args, checkpoints, out)
+    print_summary(result, out)
+    if not result.measured:
+        raise EdgeDeeplabError(f"no combination could be measured on this machine; see {out / 'report.md'}")
+    return 0
+
+
+def check_numbers(args: ReportArgs) -> tuple[tuple[int, ...], int]:
     """The numeric options, checked before any slow work; returns (band widths, headline width)."""
     widths = parse_widths(args.band_widths)
     if args.band_width not in widths:
         raise EdgeDeeplabError(f"--band-width {args.band_width} is not one of --band-widths {args.band_widths}")
-    if args.runs < 1 or args.warmup < 0:
-        raise EdgeDeeplabError("--runs must be >= 1 and --warmup >= 0")
-    if args.val_images is not None and args.val_images < 1:
-        raise EdgeDeeplabError(f"--val-images must be at least 1, got {args.val_images}")
-    if args.calib_images < 1:
-        raise EdgeDeeplabError(f"--calib-images must be at least 1, got {args.calib_images}")
-    if args.threads < 0:
-        raise EdgeDeeplabError("--threads must be >= 0")
-    if args.max_drop is not None and args.max_drop < 0:
-        raise EdgeDeeplabError(f"--max-drop must be >= 0 mIoU points, got {args.max_drop}")
     if args.input_size is not None:
         check_input_size(args.input_size, max(args.output_strides))
         check_input_size_limit(*args.input_size)
@@ -147,7 +186,7 @@ def _open_samples(spec: str, split: str, classes: list[str], limit: int | None):
     return SampleList(dataset, limit)
 
 
-def report_checkpoint(args: argparse.Namespace, checkpoints: list[Path], out: Path):
+def report_checkpoint(args: ReportArgs, checkpoints: list[Path], out: Path):
     """The checkpoint path of ``report`` (also the pipeline's last step); returns the Report."""
     from edge_deeplab.report import (ExportSettings, Measurement, TimingSettings, model_labels, plan_combinations,
                                      report_from_checkpoint)
@@ -187,7 +226,7 @@ def report_checkpoint(args: argparse.Namespace, checkpoints: list[Path], out: Pa
                                   args.keep_bundles)
 
 
-def report_bundles(args: argparse.Namespace, folder: Path, out: Path):
+def report_bundles(args: ReportArgs, folder: Path, out: Path):
     """The ``--bundles`` path: torch-free from end to end."""
     from edge_deeplab.report import Measurement, TimingSettings, find_bundles, report_from_bundles
     from runtime.files import check_writable
@@ -224,21 +263,3 @@ def print_summary(report, out: Path) -> None:
             print(f"not measured: {row.name}: {row.reason}")
     files = ", ".join(sorted(p.name for p in out.iterdir() if p.is_file()))
     print(f"wrote {out}/: {files}" + (" and bundles/" if (out / "bundles").is_dir() else ""))
-
-
-def run(args: argparse.Namespace) -> int:
-    if bool(args.checkpoints) == (args.bundles is not None):
-        raise EdgeDeeplabError("give checkpoints to export and measure, or --bundles DIR to measure (not both)")
-    if args.bundles is not None:
-        out = args.out or Path("reports") / args.bundles.resolve().name
-        report = report_bundles(args, args.bundles, out)
-    else:
-        checkpoints = [Path(c) for c in args.checkpoints]
-        default = checkpoints[0].stem if len(checkpoints) == 1 else "compare-" + "-".join(
-            c.parent.name or c.stem for c in checkpoints)
-        out = args.out or Path("reports") / default
-        report = report_checkpoint(args, checkpoints, out)
-    print_summary(report, out)
-    if not report.measured:
-        raise EdgeDeeplabError(f"no combination could be measured on this machine; see {out / 'report.md'}")
-    return 0

@@ -1,61 +1,85 @@
-"""``edge-deeplab train``: options from defaults < ``--config`` YAML < flags."""
+"""``edge-deeplab train``: options from defaults < ``--config`` YAML < flags.
+
+Every flag defaults to "not given" so that a YAML file's value is not overridden by a default;
+``--help`` shows the default that applies when neither gives one (:class:`TrainConfig`).
+"""
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
+from typing import Annotated, Optional
 
-from edge_deeplab.config import TrainConfig, load_yaml_config, make_config
+import typer
 
-BOOL = argparse.BooleanOptionalAction
+from edge_deeplab.commands.options import Backbone, OutputStride, stride, value
+from edge_deeplab.config import DEFAULT_ITERATIONS, TrainConfig, load_yaml_config, make_config
 
-
-def add_parser(subparsers, name: str) -> None:
-    defaults = TrainConfig()
-    p = subparsers.add_parser(
-        name,
-        help="train a DeepLabv3+ model",
-        description="Train DeepLabv3+ (SGD, poly learning rate, cross-entropy with ignore index). "
-        "Every option can also be set in a YAML file given with --config; flags override it. "
-        f"Defaults train the edge model on the built-in synthetic dataset into {defaults.out}.",
-    )
-    p.add_argument("--config", help="YAML file with any of the options below (underscores or dashes)")
-    p.add_argument("--data", help=f"dataset: 'synthetic' or a path (default {defaults.data})")
-    p.add_argument("--val-data", help="validation dataset (default: the val split of --data)")
-    p.add_argument("--backbone", choices=["mobilenetv2", "resnet50", "resnet101", "xception65"], help=f"default {defaults.backbone}")
-    p.add_argument("--width-mult", type=float, help="MobileNetV2 width multiplier (default 1.0)")
-    p.add_argument("--output-stride", type=int, choices=[8, 16, 32], help=f"training output stride (default {defaults.output_stride})")
-    p.add_argument("--decoder", action=BOOL, default=None, help="DeepLabv3+ decoder (--no-decoder: DeepLabv3)")
-    p.add_argument("--separable", action=BOOL, default=None,
-                   help="atrous separable convs in ASPP and decoder (default: on for mobilenetv2 and xception65, "
-                        "off for the ResNets; --no-separable for dense 3x3 convs)")
-    p.add_argument("--backbone-weights", help="ImageNet backbone weights, a local torchvision-format state dict")
-    p.add_argument("--iterations", type=int,
-                   help="training steps (default 3200 with the separable head, 1600 with the dense one: the same time)")
-    p.add_argument("--epochs", type=int, help="train for this many epochs instead of --iterations")
-    p.add_argument("--batch-size", type=int, help=f"global batch size (default {defaults.batch_size})")
-    p.add_argument("--crop-size", type=int, help=f"square training crop in pixels (default {defaults.crop_size})")
-    p.add_argument("--lr", type=float, help=f"base learning rate (default {defaults.lr})")
-    p.add_argument("--momentum", type=float, help=f"SGD momentum (default {defaults.momentum})")
-    p.add_argument("--weight-decay", type=float, help=f"default {defaults.weight_decay}")
-    p.add_argument("--poly-power", type=float, help=f"poly schedule power (default {defaults.poly_power})")
-    p.add_argument("--seed", type=int, help=f"default {defaults.seed}")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--amp", action=BOOL, default=None, help="mixed precision on CUDA (default on)")
-    p.add_argument("--val-every", type=int, help=f"validate and checkpoint every N steps (default {defaults.val_every})")
-    p.add_argument("--val-images", type=int, help="validate on at most this many images")
-    p.add_argument("--workers", type=int, help=f"data loading processes (default {defaults.workers})")
-    p.add_argument("--out", help=f"run directory for checkpoints and logs (default {defaults.out})")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    p.add_argument("--force", action="store_true", help="start over in an --out that already holds a run")
-    p.set_defaults(func=run)
+DEFAULTS = TrainConfig()
+app = typer.Typer()
 
 
-def run(args: argparse.Namespace) -> int:
-    from edge_deeplab.train import train
+def _default(name: str) -> str:
+    return str(getattr(DEFAULTS, name))
 
-    file_values = load_yaml_config(args.config) if args.config else {}
-    flags = {name: getattr(args, name, None) for name in TrainConfig.field_names()}
-    config = make_config(file_values, flags)
-    best = train(config, resume=args.resume, force=args.force)
+
+@app.command(help="Train DeepLabv3+ (SGD, poly learning rate, cross-entropy with ignore index). Every option can "
+                  "also be set in a YAML file given with --config; flags override it. The defaults train the edge "
+                  f"model on the built-in synthetic dataset into {DEFAULTS.out}.")
+def train(
+    config: Annotated[Optional[Path], typer.Option(help="YAML file with any of the options below "
+                                                        "(underscores or dashes)")] = None,
+    data: Annotated[Optional[str], typer.Option(help="dataset: 'synthetic' or a path",
+                                                show_default=_default("data"))] = None,
+    val_data: Annotated[Optional[str], typer.Option(help="validation dataset",
+                                                    show_default="the val split of --data")] = None,
+    backbone: Annotated[Optional[Backbone], typer.Option(show_default=_default("backbone"))] = None,
+    width_mult: Annotated[Optional[float], typer.Option(help="MobileNetV2 width multiplier",
+                                                        show_default=_default("width_mult"))] = None,
+    output_stride: Annotated[Optional[OutputStride], typer.Option(help="training output stride",
+                                                                  show_default=_default("output_stride"))] = None,
+    decoder: Annotated[Optional[bool], typer.Option("--decoder/--no-decoder",
+                                                    help="DeepLabv3+ decoder (--no-decoder: DeepLabv3)",
+                                                    show_default="decoder")] = None,
+    separable: Annotated[Optional[bool], typer.Option(
+        "--separable/--no-separable", show_default="on for mobilenetv2 and xception65, off for the ResNets",
+        help="atrous separable convs in ASPP and decoder (--no-separable: dense 3x3 convs)")] = None,
+    backbone_weights: Annotated[Optional[str], typer.Option(
+        help="ImageNet backbone weights, a local torchvision-format state dict")] = None,
+    iterations: Annotated[Optional[int], typer.Option(
+        help="training steps", show_default=f"{DEFAULT_ITERATIONS[True]} with the separable head, "
+                                            f"{DEFAULT_ITERATIONS[False]} with the dense one: the same time")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="train for this many epochs instead of --iterations")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="global batch size",
+                                                      show_default=_default("batch_size"))] = None,
+    crop_size: Annotated[Optional[int], typer.Option(help="square training crop in pixels",
+                                                     show_default=_default("crop_size"))] = None,
+    lr: Annotated[Optional[float], typer.Option(help="base learning rate", show_default=_default("lr"))] = None,
+    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum", show_default=_default("momentum"))] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="L2 weight decay (not on BN or depthwise convs)",
+                                                          show_default=_default("weight_decay"))] = None,
+    poly_power: Annotated[Optional[float], typer.Option(help="poly schedule power",
+                                                        show_default=_default("poly_power"))] = None,
+    seed: Annotated[Optional[int], typer.Option(show_default=_default("seed"))] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N", show_default=_default("device"))] = None,
+    amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="mixed precision on CUDA",
+                                                show_default="amp")] = None,
+    val_every: Annotated[Optional[int], typer.Option(help="validate and checkpoint every N steps",
+                                                     show_default=_default("val_every"))] = None,
+    val_images: Annotated[Optional[int], typer.Option(help="validate on at most this many images",
+                                                      show_default="all")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="data loading processes",
+                                                   show_default=_default("workers"))] = None,
+    out: Annotated[Optional[str], typer.Option(help="run directory for checkpoints and logs",
+                                               show_default=_default("out"))] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out from its last.pt")] = False,
+    force: Annotated[bool, typer.Option("--force", help="start over in an --out that already holds a run")] = False,
+) -> int:
+    given = dict(locals())  # the flags, named as TrainConfig's fields
+    flags = {name: given[name] for name in TrainConfig.field_names()}
+    flags.update(backbone=value(backbone), output_stride=stride(output_stride))
+    config_values = load_yaml_config(config) if config else {}
+    from edge_deeplab.train import train as run_training
+
+    best = run_training(make_config(config_values, flags), resume=resume, force=force)
     print(f"best checkpoint: {best}")
     return 0

@@ -1,0 +1,109 @@
+"""The command line itself: help with defaults and choices, completion, one-line usage errors,
+``infer`` on several sources into numbered folders, and ``pipeline --quick``'s preset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_deeplab.cli import main
+from runtime.manifest import TARGETS
+from test_runtime_bundles import build_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: object, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """``edge-deeplab ARGS`` in a fresh interpreter, as a user runs it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "edge_deeplab.cli", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_help_shows_each_options_default_and_its_choices_from_the_tables():
+    proc = cli("export", "--help")
+    assert proc.returncode == 0
+    assert f"[{'|'.join(TARGETS)}]" in proc.stdout  # built from runtime.manifest.TARGETS
+    assert "[8|16|32]" in proc.stdout and "[minmax|entropy|percentile]" in proc.stdout
+    assert "[default: 200]" in proc.stdout  # --calib-images
+    assert "onnxruntime int8" in proc.stdout  # each target's default precision, from the same table
+
+
+@pytest.mark.parametrize("args, message", [
+    (["export", "x.pt", "--target", "coreml", "--out", "o"], "Invalid value for '--target': 'coreml' is not one of"),
+    (["export", "x.pt", "--target", "onnx"], "Missing option '--out'"),
+    (["report", "--output-strides", "8,12"], "12: choose from 8, 16, 32"),
+    (["infer"], "Missing argument 'BUNDLE'"),
+    (["evaluate", "m.pt", "--limit", "0"], "0 is not in the range x>=1"),
+    (["trian"], "No such command 'trian'"),
+])
+def test_usage_errors_are_one_line_with_exit_status_2(args, message, tmp_path):
+    proc = cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0] and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
+
+
+def test_shell_completion_offers_the_choices():
+    proc = cli(env={"_EDGE_DEEPLAB_COMPLETE": "complete_bash", "COMP_WORDS": "edge-deeplab export m.pt --target o",
+                    "COMP_CWORD": "4"})
+    assert proc.stdout.split() == [t for t in TARGETS if t.startswith("o")]
+    assert cli("--show-completion", "bash").stdout.count("_EDGE_DEEPLAB_COMPLETE") == 1
+
+
+def _png(path: Path, seed: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_infer_takes_several_sources_and_globs_into_a_new_numbered_folder(tmp_path, monkeypatch, capsys):
+    bundle = build_bundle(tmp_path / "bundle", kind="pixel")
+    _png(tmp_path / "a" / "frame.png", 0)
+    _png(tmp_path / "a" / "other.png", 1)
+    _png(tmp_path / "b" / "frame.png", 2)  # the same name as a/frame.png
+    single = _png(tmp_path / "c.png", 3)
+    monkeypatch.chdir(tmp_path)
+    assert main(["infer", str(bundle), "a", "b/*.png", str(single), "--no-progress", "--masks"]) == 0
+    first = tmp_path / "runs" / "infer" / "001"
+    assert sorted(p.name for p in first.iterdir()) == sorted(
+        f"{stem}_{kind}.png" for stem in ("a_frame", "other", "b_frame", "c") for kind in ("overlay", "mask"))
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"results in {Path('runs/infer/001')}"
+    assert main(["infer", str(bundle), "a/*.png", "--no-progress"]) == 0  # never the same folder twice
+    assert sorted(p.name for p in (tmp_path / "runs" / "infer" / "002").iterdir()) == [
+        "frame_overlay.png", "other_overlay.png"]
+    assert len(list(first.iterdir())) == 8
+
+
+def test_infer_refuses_what_cannot_run_together_and_leaves_no_empty_folder(tmp_path, monkeypatch, capsys):
+    bundle = build_bundle(tmp_path / "bundle", kind="pixel")
+    _png(tmp_path / "x.png", 0)
+    monkeypatch.chdir(tmp_path)
+    assert main(["infer", str(bundle), "x.png", "0"]) == 2
+    assert "a camera source runs alone" in capsys.readouterr().err
+    assert main(["infer", str(bundle), "nothing/*.png"]) == 2
+    assert "no file matches nothing/*.png" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "infer").exists() or not list((tmp_path / "runs" / "infer").iterdir())
+
+
+@pytest.mark.slow
+def test_pipeline_quick_fills_only_the_options_left_at_their_default(tmp_path):
+    # Explicit options win over the preset (iterations, strides, targets, data); the rest (runs,
+    # warm-up, precisions, the output folder) come from --quick.
+    proc = cli("pipeline", "--quick", "--data", "synthetic:size=64,n=16", "--iterations", "2", "--batch-size", "2",
+               "--output-strides", "32", "--targets", "onnx", cwd=tmp_path,
+               env={"EDGE_DEEPLAB_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "runs" / "quick" / "report" / "report.json").read_text())
+    assert [(r["target"], r["precision"], r["output_stride"]) for r in report["rows"]] == [("onnx", "fp32", 32)]
+    assert report["rows"][0]["latency"]["runs"] == 10
+    config = json.loads((tmp_path / "runs" / "quick" / "separable" / "train_config.json").read_text())
+    assert config["iterations"] == 2
