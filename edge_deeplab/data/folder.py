@@ -41,7 +41,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge_deeplab.data.base import IGNORE_INDEX, SegmentationDataset, Sample
 from edge_deeplab.data.check import (
     MISSING,
     SIZE_MISMATCH,
@@ -51,7 +50,9 @@ from edge_deeplab.data.check import (
     SampleProblem,
     check_labels,
 )
+from edge_deeplab.data.dataset import IGNORE_INDEX, SegmentationDataset, Sample
 from edge_deeplab.data.imageio import read_image, read_mask
+from edge_deeplab.data.palette import voc_colormap
 from runtime.errors import EdgeDeeplabError
 from runtime.images import IMAGE_SUFFIXES
 
@@ -219,8 +220,6 @@ def _as_colour(value: Any) -> tuple[int, int, int] | None:
 def read_classes_file(path: Path) -> dict[str, Any]:
     """Parse and validate ``classes.yaml``: class names, and optional palette, ignore index and name."""
     import yaml
-
-    from edge_deeplab.data.voc import voc_colormap
 
     if not path.is_file():
         raise EdgeDeeplabError(
