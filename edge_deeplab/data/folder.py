@@ -51,10 +51,10 @@ from edge_deeplab.data.check import (
     check_labels,
 )
 from edge_deeplab.data.dataset import IGNORE_INDEX, SegmentationDataset, Sample
-from edge_deeplab.data.imageio import read_image, read_mask
+from edge_deeplab.data.masks import read_mask
 from edge_deeplab.data.palette import voc_colormap
 from runtime.errors import EdgeDeeplabError
-from runtime.images import IMAGE_SUFFIXES
+from runtime.images import IMAGE_SUFFIXES, read_image
 
 # Masks must survive saving without changing a label: lossless formats only.
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".pgm")
@@ -128,7 +128,7 @@ class PairedFilesDataset(SegmentationDataset):
 
 
 def _read(reader: Any, path: Path, *args: Any) -> np.ndarray:
-    """Call an imageio reader, turning its error into an 'unreadable file' problem."""
+    """Call an image or mask reader, turning its error into an 'unreadable file' problem."""
     try:
         return reader(path, *args)
     except EdgeDeeplabError as exc:
