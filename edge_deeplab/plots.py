@@ -8,12 +8,9 @@ markers per target, so figures from different reports read the same way.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from edge_deeplab.report.rows import Report, Row
 from runtime.files import atomic_file
-
-if TYPE_CHECKING:
-    from edge_deeplab.report import Report, Row
 
 STRIDE_COLOURS = {8: "#d62728", 16: "#1f77b4", 32: "#2ca02c"}
 OTHER_COLOUR = "#7f7f7f"  # a bundle whose manifest records no output stride
@@ -22,7 +19,7 @@ PRECISION_LINES = {"fp32": "-", "fp16": "--", "int8": ":"}
 DPI = 120
 
 
-def _colour(row: "Row") -> str:
+def _colour(row: Row) -> str:
     return STRIDE_COLOURS.get(row.output_stride or 0, OTHER_COLOUR)
 
 
@@ -41,7 +38,7 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
-def _legends(axes, rows: list["Row"], line_styles: bool = False) -> None:
+def _legends(axes, rows: list[Row], line_styles: bool = False) -> None:
     """Two legends: colour = output stride, marker (and line style) = target (precision)."""
     from matplotlib.lines import Line2D
 
@@ -62,7 +59,7 @@ def _legends(axes, rows: list["Row"], line_styles: bool = False) -> None:
                 title="target / precision" if line_styles else "target", fontsize=8, title_fontsize=8)
 
 
-def plot_pareto(report: "Report", path: Path) -> Path:
+def plot_pareto(report: Report, path: Path) -> Path:
     """mIoU against p50 latency, one colour per output stride, one marker per target, labelled by
     precision (and model, when several are compared), with the Pareto front (the rows nothing beats on both axes) drawn as a step line."""
     rows = [r for r in report.measured if r.latency and r.miou is not None]
@@ -88,7 +85,7 @@ def plot_pareto(report: "Report", path: Path) -> Path:
     return _save(figure, path)
 
 
-def plot_boundary(report: "Report", path: Path) -> Path:
+def plot_boundary(report: Report, path: Path) -> Path:
     """Boundary mIoU against trimap band width, one line per row: how far from the object edges
     each output stride and precision loses accuracy (the paper's figure 5 measurement)."""
     rows = [r for r in report.measured if r.boundary_miou]

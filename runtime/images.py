@@ -1,10 +1,12 @@
-"""Images in and out: any picture becomes uint8 HxWx3 RGB; resizing for images and masks.
+"""Images in and out: any picture becomes uint8 HxWx3 RGB; class masks become PNGs; resizing.
 
-Cameras and datasets hand over grayscale, RGBA, palette and 16-bit pictures; the model wants RGB
-bytes. Converting here, once, means every caller (CLI, evaluation, calibration) gets the same
-pixels. Resizing uses OpenCV when it is installed (several times faster for masks) and Pillow
-otherwise; both paths use centre-aligned nearest for masks and area-averaging when shrinking
-images, so results agree to within rounding whichever is present.
+Cameras and datasets hand over grayscale, RGBA, palette, 16-bit and float pictures; the model
+wants RGB bytes. This is the one image reader and the one mask writer of the project: the runtime,
+the calibration set and the dataset readers (training, evaluation, reports) all read pixels through
+:func:`read_image`, so a picture gives the same bytes wherever it is read. Resizing uses OpenCV
+when it is installed (several times faster for masks) and Pillow otherwise; both paths use
+centre-aligned nearest for masks and area-averaging when shrinking images, so results agree to
+within rounding whichever is present.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ MAX_PIXELS = 50_000_000
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
+# Pillow's single-channel modes with more than 8 bits: 16/32-bit integer and 32-bit float.
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+# Colour given to index 255 (ignore) in written masks when the palette does not cover it:
+# the colour VOC uses for its void label, so written masks look familiar.
+IGNORE_COLOUR = (224, 224, 192)
+
 
 @lru_cache(maxsize=1)
 def _cv2() -> Any | None:
@@ -41,7 +50,10 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     """Convert grayscale, RGBA, single-channel, 16-bit or float [0, 1] arrays to uint8 HxWx3 RGB.
 
     16-bit data is mapped over its full range (65535 -> 255); alpha is dropped (a segmentation
-    model has no use for it and compositing would invent a background colour).
+    model has no use for it and compositing would invent a background colour). Floats are always
+    taken as [0, 1] (NaN as 0, the rest clipped), never rescaled by the brightest pixel: guessing
+    the range from the content would make a dark frame of a [0, 255] sequence 255 times brighter
+    than its neighbours.
     """
     array = np.asarray(image)
     if array.dtype == object or array.ndim == 0:
@@ -57,7 +69,7 @@ def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint16:
         array = ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
     elif array.dtype.kind == "f":
-        array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+        array = np.clip(np.rint(np.nan_to_num(array) * 255.0), 0, 255).astype(np.uint8)
     elif array.dtype == np.bool_:
         array = array.astype(np.uint8) * 255
     elif array.dtype != np.uint8:
@@ -75,7 +87,9 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read any image file Pillow understands as uint8 HxWx3 RGB; one clear error if it cannot.
 
     The picture comes upright (EXIF orientation applied: phones store photos sideways and say so
-    in a tag) and at most :data:`MAX_PIXELS` pixels (see :func:`open_image`).
+    in a tag; labelling tools draw on the upright picture, so that is the grid masks are in) and at
+    most :data:`MAX_PIXELS` pixels (see :func:`open_image`). 16-bit and float files are converted
+    as :func:`to_rgb_uint8` converts arrays.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -83,19 +97,19 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         with open_image(path) as img:
             ImageOps.exif_transpose(img, in_place=True)
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            if img.mode in _WIDE_MODES:
                 array = np.asarray(img)
-                if array.dtype != np.uint16:
+                if array.dtype.kind in "iu" and array.dtype != np.uint16:
                     array = np.clip(array, 0, 65535).astype(np.uint16)
                 return to_rgb_uint8(array)
             # Pillow's RGB conversion drops alpha and expands grayscale, palette and CMYK.
             return to_rgb_uint8(np.asarray(img if img.mode == "RGB" else img.convert("RGB")))
     except FileNotFoundError:
-        raise EdgeDeeplabError(f"{path}: no such file") from None
+        raise EdgeDeeplabError(f"cannot read image {path}: no such file") from None
     except Image.DecompressionBombError as exc:
-        raise EdgeDeeplabError(f"{path}: refused, too many pixels to decode safely ({exc})") from None
+        raise EdgeDeeplabError(f"cannot read image {path}: refused, too many pixels to decode safely ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise EdgeDeeplabError(f"{path}: not a readable image ({exc})") from None
+        raise EdgeDeeplabError(f"cannot read image {path}: {exc}") from None
 
 
 # What ``Segmenter.predict`` takes: pixels, or the path of an image file.
@@ -219,17 +233,24 @@ def write_image(path: str | Path, rgb: np.ndarray, overwrite: bool = True) -> Pa
 
 
 def write_mask(path: str | Path, mask: np.ndarray, palette, overwrite: bool = True) -> Path:
-    """Write a class-index mask as a PNG: paletted (index values + colours) when classes fit 8 bits,
-    else 16-bit grayscale, so the file holds the exact class indices either way."""
+    """Write a class-index mask as a PNG, atomically: paletted (index values + colours, index 255
+    in :data:`IGNORE_COLOUR` unless the palette covers it) when classes fit 8 bits, else 16-bit
+    grayscale, so the file holds the exact class indices either way."""
     from PIL import Image
 
     from runtime.files import atomic_file
 
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.dtype.kind not in "iu" or mask.min(initial=0) < 0:
+        raise EdgeDeeplabError(f"a mask must be HxW class indices (unsigned integers), got {mask.dtype} "
+                               f"with shape {mask.shape}")
     path = Path(path)
     if mask.max(initial=0) < 256:
         index = np.ascontiguousarray(mask, dtype=np.uint8)
+        # frombytes in mode "P" keeps the indices as they are (converting from "L" would quantize).
         img = Image.frombytes("P", (index.shape[1], index.shape[0]), index.tobytes())
         flat = np.zeros((256, 3), dtype=np.uint8)
+        flat[255] = IGNORE_COLOUR
         colours = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[:256]
         flat[: len(colours)] = colours
         img.putpalette(flat.ravel().tolist())

@@ -55,3 +55,78 @@ def test_runtime_imports_no_heavy_package():
         "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr[-1500:]
+
+
+PACKAGES = ("edge_deeplab", "exporters", "calibration", "runtime")
+
+
+def _module_imports(root) -> dict[str, set[str]]:
+    """Each module of PACKAGES -> the modules of PACKAGES it imports, read from the source with ast.
+
+    Every import statement counts wherever it stands: top level, inside functions (lazy imports)
+    and under ``if TYPE_CHECKING``. ``from a.b import c`` means the module ``a.b.c`` when that is
+    a module, else ``a.b``. The implicit import of a parent package's ``__init__`` is not an edge
+    (every submodule would then form a cycle with a package that re-exports it).
+    """
+    import ast
+
+    files = {}
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            files[".".join(parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        is_package = path.name == "__init__.py"
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = name.split(".")[: len(name.split(".")) - node.level + (1 if is_package else 0)]
+                    base = ".".join(anchor + ([base] if base else []))
+                for alias in node.names:
+                    full = f"{base}.{alias.name}"
+                    targets.add(full if full in files else base)
+        graph[name] = {t for t in targets if t in files and t != name}
+    return graph
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as [a, b, ..., a], or None; depth-first search over the modules in name order."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            found = visit(start)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycles():
+    from pathlib import Path
+
+    graph = _module_imports(Path(__file__).resolve().parents[1])
+    assert len(graph) > 50 and "runtime.errors" in graph["runtime.images"]  # the modules and their imports were found
+    cycle = _find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)

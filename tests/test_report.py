@@ -117,13 +117,13 @@ def samples() -> SampleList:
 
 
 def test_bundles_that_cannot_run_here_are_skipped_with_the_reason(tmp_path, samples, monkeypatch):
-    import edge_deeplab.report as report
+    import edge_deeplab.report.plan as plan
 
     _fake_bundle(tmp_path / "trt", "tensorrt", "int8", samples.classes)
     _fake_bundle(tmp_path / "other", "onnx", "fp32", ["background", "cat"])
     # Whatever this machine has, pretend TensorRT is absent (its message is what a CPU host shows).
-    real = report.util.find_spec
-    monkeypatch.setattr(report.util, "find_spec", lambda name, *a: None if name == "tensorrt" else real(name, *a))
+    real = plan.util.find_spec
+    monkeypatch.setattr(plan.util, "find_spec", lambda name, *a: None if name == "tensorrt" else real(name, *a))
     bundles = find_bundles(tmp_path)
     assert [(c.target, c.precision, c.output_stride) for c, _ in bundles] == [("onnx", "fp32", 16),
                                                                               ("tensorrt", "int8", 16)]

@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 
 from edge_deeplab.data import READERS, Sample, SegmentationDataset, open_dataset, register_reader
-from edge_deeplab.data.imageio import IGNORE_COLOUR, read_image, read_mask, write_mask_png
+from edge_deeplab.data.masks import read_mask
 from edge_deeplab.data.synthetic import CLASSES, PALETTE, SyntheticShapes, colourize, main
 from runtime.errors import EdgeDeeplabError
+from runtime.images import IGNORE_COLOUR, read_image, to_rgb_uint8, write_mask
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -193,7 +194,7 @@ def test_register_reader_extends_open_dataset(tmp_path):
 def test_data_modules_do_not_import_torch():
     code = (
         "import sys, edge_deeplab.data, edge_deeplab.data.synthetic, edge_deeplab.data.transforms, "
-        "edge_deeplab.data.imageio, edge_deeplab.metrics; print('torch' in sys.modules)"
+        "edge_deeplab.data.masks, edge_deeplab.metrics; print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -222,6 +223,12 @@ def test_read_image_converts_modes(tmp_path):
     Image.fromarray(wide).save(tmp_path / "wide.png")
     assert read_image(tmp_path / "wide.png")[0, :, 0].tolist() == [0, 100, 255]
 
+    # Float files are [0, 1] as float arrays are (NaN reads as 0), never rescaled by their brightest pixel.
+    floats = np.array([[0.0, 0.5, 1.0, np.nan], [0.002, 0.002, 0.002, 0.002]], dtype=np.float32)
+    Image.fromarray(floats, "F").save(tmp_path / "float.tif")
+    assert read_image(tmp_path / "float.tif")[..., 0].tolist() == [[0, 128, 255, 0], [1, 1, 1, 1]]
+    assert np.array_equal(read_image(tmp_path / "float.tif"), to_rgb_uint8(floats))
+
 
 def test_read_image_bad_files_name_the_file(tmp_path):
     broken = tmp_path / "broken.jpg"
@@ -239,14 +246,14 @@ def test_read_image_bad_files_name_the_file(tmp_path):
 
 def test_mask_round_trip_keeps_indices(tmp_path):
     mask = np.array([[0, 1, 2], [6, 255, 1]], dtype=np.uint8)
-    path = write_mask_png(tmp_path / "m.png", mask, PALETTE)
+    path = write_mask(tmp_path / "m.png", mask, PALETTE)
     with Image.open(path) as img:
         assert img.mode == "P"
         colours = img.getpalette()
     assert colours[3:6] == list(PALETTE[1]) and colours[255 * 3:256 * 3] == list(IGNORE_COLOUR)
     assert np.array_equal(read_mask(path), mask)
     with pytest.raises(EdgeDeeplabError, match="already exists"):
-        write_mask_png(path, mask, PALETTE, overwrite=False)
+        write_mask(path, mask, PALETTE, overwrite=False)
     assert [p.name for p in tmp_path.iterdir()] == ["m.png"]  # no temporary left behind
 
 
@@ -271,5 +278,6 @@ def test_read_mask_formats(tmp_path):
 
 
 def test_write_mask_rejects_non_masks(tmp_path):
-    with pytest.raises(EdgeDeeplabError, match="uint8 HxW"):
-        write_mask_png(tmp_path / "m.png", np.zeros((2, 2), np.int64), PALETTE)
+    for not_a_mask in (np.zeros((2, 2), np.float32), np.zeros((2, 2, 3), np.uint8), np.full((2, 2), -1)):
+        with pytest.raises(EdgeDeeplabError, match="HxW class indices"):
+            write_mask(tmp_path / "m.png", not_a_mask, PALETTE)

@@ -11,73 +11,22 @@ reader is one :func:`register_reader` call and the order in which readers are tr
 
 from __future__ import annotations
 
-import abc
-import importlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
-import numpy as np
-
+from edge_deeplab.data import cityscapes, folder, synthetic, voc
+from edge_deeplab.data.dataset import IGNORE_INDEX, Sample, SegmentationDataset
 from runtime.errors import EdgeDeeplabError
 
-IGNORE_INDEX = 255
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image with its label mask.
-
-    ``image`` is uint8 HxWx3 RGB, ``mask`` is uint8 HxW class indices (255 = ignore) of the same
-    height and width, ``name`` identifies the sample in reports (a file stem, or ``val_0007``).
-    """
-
-    image: np.ndarray
-    mask: np.ndarray
-    name: str
-
-
-class SegmentationDataset(abc.ABC):
-    """A finite, indexable list of :class:`Sample` with class names and a display palette.
-
-    Subclasses set ``name``, ``classes`` and ``palette`` (one RGB triple per class, used to
-    colourize masks in previews and bundles) and implement ``__len__`` and ``__getitem__``.
-    """
-
-    name: str
-    classes: list[str]
-    palette: list[tuple[int, int, int]]
-    ignore_index: int = IGNORE_INDEX
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @abc.abstractmethod
-    def __len__(self) -> int: ...
-
-    @abc.abstractmethod
-    def __getitem__(self, index: int) -> Sample: ...
-
-    def __iter__(self) -> Iterator[Sample]:
-        # Explicit, so iteration stops at len() instead of relying on IndexError.
-        for i in range(len(self)):
-            yield self[i]
-
-    def _check_index(self, index: int) -> int:
-        """Normalize a possibly negative index; IndexError outside the dataset."""
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"{self.name}: index {index} out of range for {n} samples")
-        return index % n
-
+__all__ = ["IGNORE_INDEX", "READERS", "Sample", "SegmentationDataset", "open_dataset", "register_reader",
+           "usual_eval_size"]
 
 Detector = Callable[[str], bool]
 Constructor = Callable[[str, str], SegmentationDataset]
 
 # (detector, constructor) pairs, tried in order by open_dataset(). A detector gets the spec string
 # (for on-disk readers: a path) and says whether its constructor should handle it; the constructor
-# gets (spec, split). Readers append themselves with register_reader().
+# gets (spec, split). The built-in readers are registered below; register_reader() adds others.
 READERS: list[tuple[Detector, Constructor]] = []
 
 
@@ -94,31 +43,10 @@ def _is_synthetic(spec: str) -> bool:
     return spec == "synthetic" or spec.startswith("synthetic:")
 
 
-def _open_synthetic(spec: str, split: str) -> SegmentationDataset:
-    # Imported here: synthetic.py imports this module for Sample and SegmentationDataset.
-    from edge_deeplab.data.synthetic import from_spec
-
-    return from_spec(spec, split)
-
-
-register_reader(_is_synthetic, _open_synthetic)
-
-
-def _on_disk_reader(module_name: str) -> tuple[Detector, Constructor]:
-    """Detector and constructor of a reader module, imported on first use (they import this one)."""
-
-    def detect(spec: str) -> bool:
-        return importlib.import_module(module_name).detect(spec)
-
-    def construct(spec: str, split: str) -> SegmentationDataset:
-        return importlib.import_module(module_name).from_path(spec, split)
-
-    return detect, construct
-
-
+register_reader(_is_synthetic, synthetic.from_spec)
 # Published layouts first; the plain folder (images/ + masks/) is the most general, so last.
-for _module in ("voc", "cityscapes", "folder"):
-    register_reader(*_on_disk_reader(f"edge_deeplab.data.{_module}"))
+for _reader in (voc, cityscapes, folder):
+    register_reader(_reader.detect, _reader.from_path)
 
 
 def open_dataset(spec: str, split: str) -> SegmentationDataset:
@@ -146,8 +74,6 @@ def usual_eval_size(spec: str) -> tuple[int, int] | None:
     What an imported checkpoint, which carries no size of its own, was scored at by its authors;
     ``None`` for datasets without a convention (synthetic, a plain folder).
     """
-    from edge_deeplab.data import cityscapes, voc
-
     if spec == "voc" or voc.detect(spec):
         return voc.EVAL_SIZE
     if spec == "cityscapes" or cityscapes.detect(spec):

@@ -19,7 +19,7 @@ from typing import Iterable
 
 import numpy as np
 
-from edge_deeplab.data.base import IGNORE_INDEX, SegmentationDataset
+from edge_deeplab.data.dataset import IGNORE_INDEX, SegmentationDataset
 from runtime.errors import EdgeDeeplabError
 
 # Problem kinds, as they appear in the summary line of a check.

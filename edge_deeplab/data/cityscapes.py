@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_deeplab.data.base import IGNORE_INDEX
+from edge_deeplab.data.dataset import IGNORE_INDEX
 from edge_deeplab.data.folder import PairedFilesDataset, pair_by_stem
 from runtime.errors import EdgeDeeplabError
 

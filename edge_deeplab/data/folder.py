@@ -41,7 +41,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge_deeplab.data.base import IGNORE_INDEX, SegmentationDataset, Sample
 from edge_deeplab.data.check import (
     MISSING,
     SIZE_MISMATCH,
@@ -51,9 +50,11 @@ from edge_deeplab.data.check import (
     SampleProblem,
     check_labels,
 )
-from edge_deeplab.data.imageio import read_image, read_mask
+from edge_deeplab.data.dataset import IGNORE_INDEX, SegmentationDataset, Sample
+from edge_deeplab.data.masks import read_mask
+from edge_deeplab.data.palette import voc_colormap
 from runtime.errors import EdgeDeeplabError
-from runtime.images import IMAGE_SUFFIXES
+from runtime.images import IMAGE_SUFFIXES, read_image
 
 # Masks must survive saving without changing a label: lossless formats only.
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".pgm")
@@ -127,7 +128,7 @@ class PairedFilesDataset(SegmentationDataset):
 
 
 def _read(reader: Any, path: Path, *args: Any) -> np.ndarray:
-    """Call an imageio reader, turning its error into an 'unreadable file' problem."""
+    """Call an image or mask reader, turning its error into an 'unreadable file' problem."""
     try:
         return reader(path, *args)
     except EdgeDeeplabError as exc:
@@ -219,8 +220,6 @@ def _as_colour(value: Any) -> tuple[int, int, int] | None:
 def read_classes_file(path: Path) -> dict[str, Any]:
     """Parse and validate ``classes.yaml``: class names, and optional palette, ignore index and name."""
     import yaml
-
-    from edge_deeplab.data.voc import voc_colormap
 
     if not path.is_file():
         raise EdgeDeeplabError(

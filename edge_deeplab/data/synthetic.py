@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from edge_deeplab.data.base import IGNORE_INDEX, SegmentationDataset, Sample
+from edge_deeplab.data.dataset import IGNORE_INDEX, SegmentationDataset, Sample
 from runtime.errors import EdgeDeeplabError
 
 CLASSES = ["background", "disc", "box", "triangle", "ring", "wire", "dots"]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from edge_deeplab.data.base import SegmentationDataset
+from edge_deeplab.data.dataset import SegmentationDataset
 from edge_deeplab.data.transforms import Transform
 from runtime.errors import EdgeDeeplabError
 from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize

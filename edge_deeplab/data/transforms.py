@@ -14,7 +14,7 @@ from typing import Protocol, Sequence
 import numpy as np
 from PIL import Image
 
-from edge_deeplab.data.base import IGNORE_INDEX
+from edge_deeplab.data.dataset import IGNORE_INDEX
 from runtime.errors import EdgeDeeplabError
 
 # Mean RGB of ImageNet in 0-255: padding with it makes padded areas zero after normalization.

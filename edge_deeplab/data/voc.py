@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge_deeplab.data.folder import PairedFilesDataset, pair_by_stem, read_list_file
+from edge_deeplab.data.palette import voc_colormap
 from runtime.errors import EdgeDeeplabError
 
 VOC_CLASSES = [
@@ -31,26 +32,6 @@ VOC_CLASSES = [
 AUG_SPLIT = "train_aug"
 # The input size DeepLab evaluates VOC at (every VOC image is at most 500x500, padded to 513x513).
 EVAL_SIZE = (513, 513)
-
-
-def voc_colormap(n: int = 256) -> list[tuple[int, int, int]]:
-    """The VOC colour map: the bits of a label index spread over R, G and B, high bits first.
-
-    Label ``i`` gets bit ``3k`` of ``i`` in bit ``7-k`` of red, bit ``3k+1`` in green and ``3k+2``
-    in blue; this gives VOC's familiar colours (1 = (128, 0, 0), 15 = (192, 128, 128)) and distinct
-    colours for any number of classes up to 256, which is why other layouts borrow it as a default.
-    """
-    colours = []
-    for index in range(n):
-        rgb = [0, 0, 0]
-        value = index
-        for shift in range(7, -1, -1):
-            for channel in range(3):
-                rgb[channel] |= ((value >> channel) & 1) << shift
-            value >>= 3
-        colours.append((rgb[0], rgb[1], rgb[2]))
-    return colours
-
 
 VOC_PALETTE = voc_colormap(len(VOC_CLASSES))
 
