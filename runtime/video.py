@@ -206,14 +206,16 @@ def h264_fourcc(suffix: str = ".mp4") -> str | None:
     return None
 
 
-def reencode_hint(path: Path) -> str:
-    """The ffmpeg command that turns an mp4v video into H.264, which browsers play."""
+def reencode_hint(path: Path, width: int = 0, height: int = 0) -> str:
+    """The ffmpeg command that turns an mp4v video into H.264, which browsers play (libx264 wants
+    even sides: odd ones get a pixel of padding)."""
     target = path.with_name(f"{path.stem}-h264.mp4")
-    return f"ffmpeg -i {shlex.quote(str(path))} -c:v libx264 {shlex.quote(str(target))}"
+    pad = " -vf 'pad=ceil(iw/2)*2:ceil(ih/2)*2'" if width % 2 or height % 2 else ""
+    return f"ffmpeg -i {shlex.quote(str(path))}{pad} -c:v libx264 {shlex.quote(str(target))}"
 
 
-def fallback_note(path: Path, why: str = "this OpenCV build cannot encode H.264") -> str:
-    return f"{why}; browsers may not play it - re-encode with {reencode_hint(path)}"
+def fallback_note(path: Path, width: int, height: int, why: str = "this OpenCV build cannot encode H.264") -> str:
+    return f"{why}; browsers may not play it - re-encode with {reencode_hint(path, width, height)}"
 
 
 def _move_into_place(finished: Path, dest: Path) -> None:
@@ -263,6 +265,9 @@ def run_video(
     if masks_tmp is not None:
         shutil.rmtree(masks_tmp, ignore_errors=True)
         masks_tmp.mkdir(parents=True)
+    # Probed once per process, here on the calling thread before the stages start (its stderr
+    # silencing then swallows nothing another thread prints) and before the clock starts.
+    h264 = h264_fourcc(out_path.suffix.lower()) if out_path is not None else None
     start = time.perf_counter()
 
     def infer_stage() -> None:
@@ -283,20 +288,21 @@ def run_video(
             _put(inferred, _END, threading.Event())
 
     writer_box: list[Any] = []
-    # Probed here, on the calling thread before the stages start, so the probe's stderr
-    # silencing cannot swallow anything another thread prints.
-    h264 = h264_fourcc(out_path.suffix.lower()) if out_path is not None else None
 
     def open_stage_writer(width: int, height: int) -> Any:
+        """The writer, opened at the first frame's size; H.264 when the probe found it."""
         if h264 is not None:
-            with _quiet_opencv(cv2):  # e.g. odd frame sides, which H.264 encoders refuse
+            # An H.264 encoder may still refuse this size (odd sides). Its complaint is silenced
+            # the same way, on the encode thread, for the few milliseconds the open takes.
+            with _quiet_opencv(cv2):
                 writer = _open_writer(cv2, tmp_path, h264, fps, (width, height))
             if writer is not None:
                 stats.codec = H264
                 return writer
-            stats.codec_note = fallback_note(out_path, f"the H.264 encoder would not open for {width}x{height} frames")
+            stats.codec_note = fallback_note(out_path, width, height,
+                                             f"the H.264 encoder would not open for {width}x{height} frames")
         else:
-            stats.codec_note = fallback_note(out_path)
+            stats.codec_note = fallback_note(out_path, width, height)
         writer = _open_writer(cv2, tmp_path, FALLBACK_FOURCC, fps, (width, height))
         if writer is None:
             raise EdgeDeeplabError(f"cannot write video {out_path}: this OpenCV build opens neither an H.264 "

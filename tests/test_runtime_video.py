@@ -118,6 +118,12 @@ def test_without_h264_the_video_is_mp4v_and_says_how_to_get_h264(bundle: Path, t
     hint = f"ffmpeg -i '{out}' -c:v libx264 '{tmp_path / 'my clip-h264.mp4'}'"
     assert stats.codec_note == f"this OpenCV build cannot encode H.264; browsers may not play it - re-encode with {hint}"
     assert f"video: {out} (mp4v: this OpenCV build cannot encode H.264" in stats.summary()
+    odd = tmp_path / "odd.mp4"  # libx264 wants even sides: the hint pads odd ones
+    odd_stats = run_video(iter(frames[:2]), blank_predict, PALETTE, odd, max_frames=2)
+    assert odd_stats.codec == "mp4v" and "pad=" not in odd_stats.codec_note
+    odd_frames = [np.ascontiguousarray(f[:47, :63]) for f in frames[:2]]
+    odd_stats = run_video(iter(odd_frames), blank_predict, PALETTE, odd)
+    assert "-vf 'pad=ceil(iw/2)*2:ceil(ih/2)*2' -c:v libx264" in odd_stats.codec_note and count_frames(odd) == 2
     # The CLI prints the same line.
     clip = write_clip(tmp_path / "clip.mp4", frames=3)
     assert main(["infer", str(bundle), str(clip), "--out", str(tmp_path / "cli.mp4"), "--no-progress"]) == 0
