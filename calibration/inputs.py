@@ -45,14 +45,16 @@ def prepare(image: np.ndarray, spec: InputSpecLite) -> tuple[np.ndarray, Placeme
 
 
 def prepare_samples(
-    dataset: Sequence, indices: Iterable[int], spec: InputSpecLite, label: str = "preparing images"
+    dataset: Sequence, indices: Iterable[int], spec: InputSpecLite, label: str = "preparing images",
+    progress: bool = True,
 ) -> list[PreparedImage]:
-    """Read and prepare the given dataset samples, with a progress bar on a terminal."""
+    """Read and prepare the given dataset samples, with a progress bar when stderr is a terminal."""
     from tqdm import tqdm
 
     indices = list(indices)
     out = []
-    for index in tqdm(indices, desc=label, unit="img", disable=not sys.stderr.isatty(), leave=False):
+    for index in tqdm(indices, desc=label, unit="img", file=sys.stderr, dynamic_ncols=True,
+                      disable=not (progress and sys.stderr.isatty()), leave=False):
         sample = dataset[index]
         array, placement = prepare(sample.image, spec)
         out.append(PreparedImage(array, placement, getattr(sample, "mask", None), str(sample.name)))

@@ -85,8 +85,12 @@ def compute_ranges(
     method: str,
     set_fingerprint: str,
     cache_dir: str | Path | None = None,
+    progress: bool = True,
 ) -> Ranges:
-    """Return the activation ranges of ``model_path`` on ``arrays``, from the cache when present."""
+    """Return the activation ranges of ``model_path`` on ``arrays``, from the cache when present.
+
+    ``progress``: a bar counting the images the calibrator has run, on stderr when it is a terminal.
+    """
     from onnxruntime.quantization.calibrate import create_calibrator, load_tensors_data, save_tensors_data
 
     ort_method = _ort_method(method)
@@ -114,13 +118,13 @@ def compute_ranges(
         from calibration.ort_reader import ArrayReader
         from tqdm import tqdm
 
-        with tqdm(total=len(arrays), desc=f"calibrating ({method})", unit="img",
-                  disable=not sys.stderr.isatty(), leave=False) as bar:
+        with tqdm(total=len(arrays), desc=f"calibrating ({method})", unit="img", file=sys.stderr,
+                  dynamic_ncols=True, disable=not (progress and sys.stderr.isatty()), leave=False) as bar:
             for start_index in range(0, len(arrays), CHUNK):
                 chunk = arrays[start_index : start_index + CHUNK]
-                calibrator.collect_data(ArrayReader(input_name, chunk))
-                bar.update(len(chunk))
-        tensors = calibrator.compute_data()
+                calibrator.collect_data(ArrayReader(input_name, chunk, on_done=bar.update))
+            bar.set_postfix_str("computing ranges")  # entropy/percentile: thresholds from the histograms
+            tensors = calibrator.compute_data()
         del calibrator
     save_tensors_data(tensors, path)
     return Ranges(path, key, method, len(arrays), cached=False, seconds=time.perf_counter() - start)

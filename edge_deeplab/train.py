@@ -185,8 +185,12 @@ def _restore(path: Path, model, optimizer, scaler) -> tuple[int, float, list[int
     return int(state["step"]), float(state.get("best_miou", -1.0)), ckpt.eval_input_size
 
 
-def train(config: TrainConfig, resume: bool = False, force: bool = False) -> Path:
-    """Train as ``config`` says; returns the path of the best checkpoint."""
+def train(config: TrainConfig, resume: bool = False, force: bool = False, progress: bool = True) -> Path:
+    """Train as ``config`` says; returns the path of the best checkpoint.
+
+    ``progress``: bars for the steps and each validation pass, on stderr and only when stderr is
+    a terminal (captured runs get the per-validation log lines alone).
+    """
     import torch
     from torch.utils.data import DataLoader
 
@@ -194,7 +198,7 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False) -> Pat
     from edge_deeplab.data.base import open_dataset
     from edge_deeplab.data.torch_dataset import TorchSegmentation, collate
     from edge_deeplab.data.transforms import train_transform
-    from edge_deeplab.evaluate import evaluate_model
+    from edge_deeplab.evaluate import score_predictions, torch_predictor
     from edge_deeplab.models import build_model
     from edge_deeplab.models.config import ModelConfig
     from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -285,11 +289,13 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False) -> Pat
             },
         )
 
+    show_bars = progress and sys.stderr.isatty()
     progress = None
     if dist.is_main:
         from tqdm import tqdm
 
-        progress = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+        progress = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr,
+                        disable=not show_bars)
     log_path = out / "log.jsonl"
     model.train()
     step = start
@@ -317,7 +323,11 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False) -> Pat
                 progress.set_postfix(loss=f"{smooth_loss:.3f}", lr=f"{lr:.4f}")
             if step % config.val_every == 0 or step == total:
                 if dist.is_main:
-                    metrics = evaluate_model(model, val_set, device=device, limit=config.val_images, progress=False)
+                    model.eval()
+                    # Its own bar (under the training bar, removed when done): a pass over the
+                    # validation images takes a while, and the training bar stands still meanwhile.
+                    metrics = score_predictions(torch_predictor(model, device), val_set, config.val_images,
+                                                progress=show_bars, desc=f"validating at step {step}")
                     model.train()
                     eval_input_size = metrics["input_size"]
                     record = {"step": step, "loss": smooth_loss, "lr": lr, "seconds": round(time.perf_counter() - t0, 1), "miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"]}

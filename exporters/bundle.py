@@ -119,6 +119,7 @@ class ExportRequest:
     force: bool = False
     cache_dir: Path | None = None
     log: Callable[[str], None] = field(default=lambda message: print(message, file=sys.stderr, flush=True))
+    progress: bool = True  # bars for the steps that loop over images (on stderr, only on a terminal)
 
 
 def check_request(req: ExportRequest) -> None:
@@ -180,10 +181,26 @@ class _Exporter:
         self.calibration_info: dict | None = None
         self.verification: dict = {}
         self.extra: dict = {}
+        self.bars = req.progress and sys.stderr.isatty()
 
     def step(self, message: str) -> None:
         self.step_no += 1
         self.req.log(f"[{self.step_no}] {message}")
+
+    def score(self, run, what: str) -> float:
+        """mIoU of ``run`` on the validation images, with a bar: a pass over them is the slow part
+        of scoring a bundle and of every accuracy-guard step, and prints nothing until it ends."""
+        from tqdm import tqdm
+
+        validation = self.validation
+        with tqdm(total=len(validation.items), desc=what, unit="img", file=sys.stderr, dynamic_ncols=True,
+                  disable=not self.bars, leave=False) as bar:
+            def counted(array: np.ndarray):
+                outputs = run(array)
+                bar.update(1)
+                return outputs
+
+            return validation.score(counted)
 
     # -- shared steps -------------------------------------------------------------------------------
     def export_fp32(self) -> None:
@@ -193,7 +210,8 @@ class _Exporter:
                   f"{', uint8 input' if req.uint8_input else ''})")
         export_onnx(req.model, self.fp32_path, req.height, req.width, req.dynamic, req.uint8_input,
                     req.mean, req.std, req.opset, OUTPUT_CHOICES[req.outputs])
-        self.verify_items = prepare_samples(req.verify_samples, range(len(req.verify_samples)), self.spec)
+        self.verify_items = prepare_samples(req.verify_samples, range(len(req.verify_samples)), self.spec,
+                                            progress=req.progress)
         sizes = [self.spec]
         if req.dynamic:  # a dynamic graph must also be right at sizes other than the export size
             alt = InputSpecLite(max(33, 3 * req.height // 4 + 1), max(33, req.width // 2 + 3), self.spec.dtype,
@@ -205,7 +223,7 @@ class _Exporter:
         checks = []
         for spec in sizes:
             items = self.verify_items if spec is self.spec else prepare_samples(
-                req.verify_samples, range(len(req.verify_samples)), spec)
+                req.verify_samples, range(len(req.verify_samples)), spec, progress=req.progress)
             arrays = [i.array for i in items]
             reference = [{LOGITS: logits} for logits in torch_logits(req.model, arrays, req.uint8_input,
                                                                     req.mean, req.std)]
@@ -231,13 +249,15 @@ class _Exporter:
         v = self.req.validation
         if v is None:
             return None
-        return Validation(prepare_samples(v.dataset, v.indices, self.spec, "preparing validation images"), v.miou)
+        return Validation(prepare_samples(v.dataset, v.indices, self.spec, "preparing validation images",
+                                          self.req.progress), v.miou)
 
     @functools.cached_property
     def calib_items(self) -> list[PreparedImage]:
         """The calibration images, prepared once (the accuracy guard re-quantizes with them)."""
         c = self.req.calibration
-        return prepare_samples(c.dataset, c.chosen.indices, self.spec, "preparing calibration images")
+        return prepare_samples(c.dataset, c.chosen.indices, self.spec, "preparing calibration images",
+                               self.req.progress)
 
     def record_accuracy(self, run, fp32_miou: float | None = None) -> None:
         """The bundle's mIoU on the validation images at its input size, held against the
@@ -247,12 +267,12 @@ class _Exporter:
         if validation is None:
             return
         self.step(f"scoring the bundle on {len(validation.items)} validation image(s) at {req.height}x{req.width}")
-        miou = validation.score(run)
+        miou = self.score(run, f"scoring {req.precision}")
         record: dict[str, Any] = {"images": len(validation.items), "dataset": req.validation.spec,
                                   "input_size": [req.height, req.width], req.precision: miou}
         message = f"    mIoU {points(miou):.2f} (bundle at {req.height}x{req.width})"
         if req.precision != "fp32":
-            fp32_miou = validation.score(self.fp32_run) if fp32_miou is None else fp32_miou
+            fp32_miou = self.score(self.fp32_run, "scoring fp32") if fp32_miou is None else fp32_miou
             record.update({"fp32": fp32_miou, "drop_points": points(fp32_miou - miou)})
             message += f", FP32 graph {points(fp32_miou):.2f} (drop {points(fp32_miou - miou):.2f} points)"
         native = req.validation.checkpoint_miou
@@ -271,7 +291,7 @@ class _Exporter:
         items = self.calib_items
         self.step(f"calibrating activation ranges ({calib.method}, {len(items)} images)")
         ranges = compute_ranges(self.fp32_path, INPUT_NAME, [i.array for i in items], calib.method,
-                                calib.chosen.fingerprint, req.cache_dir)
+                                calib.chosen.fingerprint, req.cache_dir, progress=req.progress)
         req.log(f"    ranges {'reused from cache' if ranges.cached else f'computed in {ranges.seconds:.1f} s'}: {ranges.path}")
         self.step(f"quantizing to INT8 Q/DQ ({'TensorRT' if flavor == 'tensorrt' else 'ONNX Runtime CPU'} placement)")
         candidates = self.work / "candidates"
@@ -289,17 +309,17 @@ class _Exporter:
         else:
             validation = self.validation
             self.step(f"accuracy guard: keeping the INT8 mIoU drop <= {req.max_drop} points")
-            fp32_miou = validation.score(self.fp32_run)
+            fp32_miou = self.score(self.fp32_run, "scoring fp32")
             sens_arrays = [i.array for i in items[:SENSITIVITY_IMAGES]]
             ranking_info: list = []
 
             def ranking(path: Path) -> list[str]:
-                ranked = rank_layers(self.fp32_path, path, sens_arrays)
+                ranked = rank_layers(self.fp32_path, path, sens_arrays, progress=req.progress)
                 ranking_info.extend(ranked)
                 return [r.node for r in ranked]
 
-            result = keep_drop_under(quantize, lambda p: validation.score(ort_runner(p)), fp32_miou, req.max_drop,
-                                     ranking, req.log)
+            result = keep_drop_under(quantize, lambda p: self.score(ort_runner(p), "scoring int8"), fp32_miou,
+                                     req.max_drop, ranking, req.log)
             chosen = result.path
             info.update({
                 "excluded": result.excluded, "max_drop_points": req.max_drop,

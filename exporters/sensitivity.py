@@ -11,6 +11,7 @@ QDQ rewrite, so both graphs expose the same names.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -62,14 +63,17 @@ def _run_all(model_bytes: bytes, names: list[str], arrays: Sequence[np.ndarray])
         yield dict(zip(names, session.run(names, {input_name: array})))
 
 
-def rank_layers(fp32_path: str | Path, int8_path: str | Path, arrays: Sequence[np.ndarray]) -> list[LayerSensitivity]:
+def rank_layers(fp32_path: str | Path, int8_path: str | Path, arrays: Sequence[np.ndarray],
+                progress: bool = True) -> list[LayerSensitivity]:
     """Quantized convs of ``int8_path``, most sensitive (largest added noise) first.
 
     Tensors are paired through the *nodes* that produce them (the quantizer keeps node names but
     may rename a conv's output when it folds a following ReLU/Clip into the quantizer), so both
-    sides of every comparison are the same node's raw output.
+    sides of every comparison are the same node's raw output. ``progress``: a bar over the images
+    (both models run on each, every conv's tensors kept), on stderr when it is a terminal.
     """
     import onnx
+    from tqdm import tqdm
 
     graph = onnx.load(str(int8_path)).graph
     producer = {o: n for n in graph.node for o in n.output}
@@ -102,8 +106,11 @@ def rank_layers(fp32_path: str | Path, int8_path: str | Path, arrays: Sequence[n
         return []
     signal: dict[tuple[str, str], float] = {}
     noise: dict[tuple[str, str], float] = {}
-    for ref, test in zip(_run_all(_with_outputs(Path(fp32_path), fp32_names), fp32_names, arrays),
-                         _run_all(_with_outputs(Path(int8_path), int8_names), int8_names, arrays)):
+    runs = zip(_run_all(_with_outputs(Path(fp32_path), fp32_names), fp32_names, arrays),
+               _run_all(_with_outputs(Path(int8_path), int8_names), int8_names, arrays))
+    bar = tqdm(runs, total=len(arrays), desc="ranking layers by INT8 noise", unit="img", file=sys.stderr,
+               dynamic_ncols=True, disable=not (progress and sys.stderr.isatty()), leave=False)
+    for ref, test in bar:
         for before, after in pairs.values():
             for pair in (before, after):
                 if pair is None:

@@ -5,13 +5,21 @@ slowest stage rather than the sum of all three (OpenCV's decode/encode and the b
 the GIL). Bounded queues keep memory flat and make a slow encoder slow the reader down instead of
 buffering the whole video. The writer goes to a temporary file renamed at the end; end of stream
 and Ctrl-C both stop the reader, drain the queues and release the writer, so the result plays.
+
+The video is H.264 (which browsers play) when this OpenCV build can encode it, probed once per
+process; otherwise mp4v, and :class:`PipelineStats` says so with the ffmpeg command that converts it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import queue
+import shlex
 import shutil
+import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +34,13 @@ from runtime.images import write_mask
 from runtime.postprocess import overlay, palette_array
 
 _END = object()  # sentinel passed down the queues after the last frame
+
+# H.264 plays in every browser; mp4v (MPEG-4 Part 2) does not. pip's OpenCV wheels usually carry
+# no H.264 encoder (licensing), so H.264 is probed for and mp4v is what they write.
+H264_FOURCCS = ("avc1", "H264")  # 'avc1' is the MP4 tag; 'H264' is what some builds (Windows MSMF) take
+FALLBACK_FOURCC = "mp4v"
+H264 = "H.264"
+PROBE_FRAMES = 4
 
 
 @dataclass
@@ -42,6 +57,8 @@ class PipelineStats:
     stopped_by: str = ""  # what interrupted the run: "Ctrl-C" or a signal's name
     output: str = ""
     masks: str = ""
+    codec: str = ""  # what the video was encoded with: "H.264" or "mp4v" ("" when no video was written)
+    codec_note: str = ""  # why it is not H.264, and how to get H.264, when it is not
     _totals: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "infer": 0.0, "encode": 0.0}, repr=False)
 
     @property
@@ -63,7 +80,7 @@ class PipelineStats:
             f"throughput {self.fps:.1f} fps over {self.seconds:.1f} s",
         ]
         if self.output:
-            lines.append(f"video: {self.output}")
+            lines.append(f"video: {self.output} ({self.codec}{': ' + self.codec_note if self.codec_note else ''})")
         if self.masks:
             lines.append(f"masks: {self.masks}")
         return "\n".join(lines)
@@ -118,6 +135,89 @@ def check_playable(path: Path, final: Path | None, frames: int) -> None:
         )
 
 
+@contextlib.contextmanager
+def _quiet_opencv(cv2: Any):
+    """Silence OpenCV and FFmpeg on stderr for the duration: opening a writer for a codec the
+    build lacks logs "[ERROR:...] Could not find encoder for codec id 27" and FFmpeg's own lines,
+    some written by C code straight to file descriptor 2, so that descriptor is pointed at
+    /dev/null too (and restored), not only OpenCV's log level."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)  # OpenCV 5; 4.x has cv2.setLogLevel
+    get_level = getattr(logging, "getLogLevel", None) or getattr(cv2, "getLogLevel", None)
+    set_level = getattr(logging, "setLogLevel", None) or getattr(cv2, "setLogLevel", None)
+    level = get_level() if get_level and set_level else None
+    if level is not None:
+        set_level(0)  # LOG_LEVEL_SILENT
+    saved = None
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    except OSError:  # no descriptor 2 to redirect: the noise, if any, goes where it goes
+        saved = None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
+        if level is not None:
+            set_level(level)
+
+
+def _open_writer(cv2: Any, path: Path, fourcc: str, fps: float, size: tuple[int, int]) -> Any | None:
+    """An opened ``cv2.VideoWriter`` (size is width, height), or None when this build cannot."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    if writer.isOpened():
+        return writer
+    writer.release()
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def h264_fourcc(suffix: str = ".mp4") -> str | None:
+    """The fourcc with which this OpenCV build writes H.264 into a ``suffix`` file, or None.
+
+    Probed once per process and container: a few frames are encoded into a temporary folder
+    (removed after) and must decode back, all of them; ``isOpened()`` alone is not trusted.
+    OpenCV's and FFmpeg's complaints about a missing encoder are kept off the terminal.
+    """
+    import cv2
+
+    size = (64, 64)  # even sides, above every encoder's minimum
+    with tempfile.TemporaryDirectory(prefix="edge-deeplab-codec-") as tmp:
+        for fourcc in H264_FOURCCS:
+            path = Path(tmp) / f"probe-{fourcc}{suffix}"
+            with _quiet_opencv(cv2):
+                writer = _open_writer(cv2, path, fourcc, 10.0, size)
+                if writer is None:
+                    continue
+                for i in range(PROBE_FRAMES):
+                    writer.write(np.full((size[1], size[0], 3), 40 * i, np.uint8))
+                writer.release()
+                cap = cv2.VideoCapture(str(path))
+                decoded = 0
+                while cap.isOpened() and cap.read()[0]:
+                    decoded += 1
+                cap.release()
+            if decoded == PROBE_FRAMES:
+                return fourcc
+    return None
+
+
+def reencode_hint(path: Path, width: int = 0, height: int = 0) -> str:
+    """The ffmpeg command that turns an mp4v video into H.264, which browsers play (libx264 wants
+    even sides: odd ones get a pixel of padding)."""
+    target = path.with_name(f"{path.stem}-h264.mp4")
+    pad = " -vf 'pad=ceil(iw/2)*2:ceil(ih/2)*2'" if width % 2 or height % 2 else ""
+    return f"ffmpeg -i {shlex.quote(str(path))}{pad} -c:v libx264 {shlex.quote(str(target))}"
+
+
+def fallback_note(path: Path, width: int, height: int, why: str = "this OpenCV build cannot encode H.264") -> str:
+    return f"{why}; browsers may not play it - re-encode with {reencode_hint(path, width, height)}"
+
+
 def _move_into_place(finished: Path, dest: Path) -> None:
     """Rename a finished folder onto ``dest``; into it, file by file, when it already exists
     (the caller's folder keeps its other files; the CLI refuses an existing one without --force)."""
@@ -165,6 +265,9 @@ def run_video(
     if masks_tmp is not None:
         shutil.rmtree(masks_tmp, ignore_errors=True)
         masks_tmp.mkdir(parents=True)
+    # Probed once per process, here on the calling thread before the stages start (its stderr
+    # silencing then swallows nothing another thread prints) and before the clock starts.
+    h264 = h264_fourcc(out_path.suffix.lower()) if out_path is not None else None
     start = time.perf_counter()
 
     def infer_stage() -> None:
@@ -186,6 +289,27 @@ def run_video(
 
     writer_box: list[Any] = []
 
+    def open_stage_writer(width: int, height: int) -> Any:
+        """The writer, opened at the first frame's size; H.264 when the probe found it."""
+        if h264 is not None:
+            # An H.264 encoder may still refuse this size (odd sides). Its complaint is silenced
+            # the same way, on the encode thread, for the few milliseconds the open takes.
+            with _quiet_opencv(cv2):
+                writer = _open_writer(cv2, tmp_path, h264, fps, (width, height))
+            if writer is not None:
+                stats.codec = H264
+                return writer
+            stats.codec_note = fallback_note(out_path, width, height,
+                                             f"the H.264 encoder would not open for {width}x{height} frames")
+        else:
+            stats.codec_note = fallback_note(out_path, width, height)
+        writer = _open_writer(cv2, tmp_path, FALLBACK_FOURCC, fps, (width, height))
+        if writer is None:
+            raise EdgeDeeplabError(f"cannot write video {out_path}: this OpenCV build opens neither an H.264 "
+                                   f"nor an {FALLBACK_FOURCC} encoder for {out_path.suffix or 'this'} files")
+        stats.codec = FALLBACK_FOURCC
+        return writer
+
     def encode_stage() -> None:
         try:
             while (item := inferred.get()) is not _END:
@@ -197,11 +321,7 @@ def run_video(
                     bgr = cv2.cvtColor(overlay(rgb, mask, table, alpha), cv2.COLOR_RGB2BGR)
                     _draw_fps(cv2, bgr, (stats.frames + 1) / max(time.perf_counter() - start, 1e-6))
                     if not writer_box:
-                        fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-                        writer = cv2.VideoWriter(str(tmp_path), fourcc, fps, (bgr.shape[1], bgr.shape[0]))
-                        if not writer.isOpened():
-                            raise EdgeDeeplabError(f"cannot write video {out_path} (mp4v encoder unavailable?)")
-                        writer_box.append(writer)
+                        writer_box.append(open_stage_writer(bgr.shape[1], bgr.shape[0]))
                     writer_box[0].write(bgr)
                 stats._totals["encode"] += time.perf_counter() - t0
                 stats.frames += 1

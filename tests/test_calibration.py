@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,6 +152,27 @@ def test_ranges_are_computed_once_then_read_from_cache(tmp_path, method):
     assert np.min(low) >= 0.0 and np.max(high) > 0.0  # after the ReLU
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_calibration_shows_a_bar_on_a_terminal_only(tmp_path, monkeypatch, capsys):
+    from calibration.ranges import compute_ranges
+
+    model = _tiny_onnx(tmp_path / "m.onnx")
+    arrays = [np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32) for i in range(3)]
+    compute_ranges(model, "image", arrays, "minmax", "captured", tmp_path / "cache")
+    assert capsys.readouterr() == ("", "")  # captured (no terminal): quiet
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    compute_ranges(model, "image", arrays, "minmax", "no-progress", tmp_path / "cache", progress=False)
+    assert terminal.getvalue() == ""
+    compute_ranges(model, "image", arrays, "minmax", "terminal", tmp_path / "cache")
+    assert "calibrating (minmax)" in terminal.getvalue() and "/3" in terminal.getvalue()
+    assert capsys.readouterr().out == ""  # never on stdout
+
+
 def test_unknown_method_is_a_user_error(tmp_path):
     from calibration.ranges import compute_ranges
 
@@ -169,6 +192,22 @@ def test_ort_reader_hands_out_each_array_once_and_rewinds():
     assert seen == [0.0, 1.0, 2.0] and len(reader) == 3
     reader.rewind()
     assert reader.get_next()["image"][0, 0, 0, 0] == 0.0
+
+
+def test_ort_reader_counts_each_array_once_the_calibrator_is_through_with_it():
+    from calibration.ort_reader import ArrayReader
+
+    done: list[int] = []
+    reader = ArrayReader("image", [np.zeros((1, 3, 2, 2), np.float32)] * 3, on_done=done.append)
+    reader.get_next()
+    assert sum(done) == 0  # handed out, not yet run
+    reader.get_next()
+    assert sum(done) == 1
+    while reader.get_next() is not None:
+        pass
+    assert sum(done) == 3
+    reader.get_next()  # asking again after the end counts nothing more
+    assert sum(done) == 3
 
 
 def test_nncf_dataset_transforms_items_to_arrays():

@@ -8,8 +8,10 @@ something; inputs are 65x65 and calibration/validation sets a handful of images.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import stat
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -349,6 +351,43 @@ def test_accuracy_guard_ranking_and_exclusion(checkpoint, tmp_path):
         return float(np.mean((np.concatenate([ort_runner(path)(a)["logits"] for a in arrays]) - reference) ** 2))
 
     assert error(partial) < error(full)
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal, as an interactive run's is."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_slow_export_steps_show_bars_on_a_terminal_and_stay_quiet_when_captured(checkpoint, tmp_path, monkeypatch,
+                                                                                capsys):
+    """Calibration, each scoring pass of the accuracy guard and the sensitivity ranking have bars
+    (stderr, terminal only); captured, stderr holds the step lines and nothing drawn."""
+    from edge_deeplab.checkpoint import load_checkpoint
+    from exporters.onnx import export_onnx
+    from exporters.sensitivity import rank_layers
+
+    capsys.readouterr()
+    # A limit of 100 points is met by the fully quantized model: one scoring pass each for FP32 and INT8.
+    monkeypatch.setenv("EDGE_DEEPLAB_CACHE", str(tmp_path / "cache-captured"))  # calibrate, not reuse
+    assert _int8(checkpoint, tmp_path / "captured", "onnxruntime", "--max-drop", "100") == 0
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err and "img/s" not in captured.err and "s/img" not in captured.err
+    assert "[1] exporting FP32 ONNX" in captured.err and "accuracy guard" in captured.err  # the log lines stay
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setenv("EDGE_DEEPLAB_CACHE", str(tmp_path / "cache-terminal"))
+    assert _int8(checkpoint, tmp_path / "terminal", "onnxruntime", "--max-drop", "100") == 0
+    drawn = terminal.getvalue()
+    for bar in ("preparing calibration images", "calibrating (minmax)", "scoring fp32", "scoring int8"):
+        assert bar in drawn, bar
+    assert "[1] exporting FP32 ONNX" in drawn
+    fp32 = export_onnx(load_checkpoint(checkpoint).build_model(16), tmp_path / "fp32.onnx", 65, 65, uint8_input=True)
+    assert rank_layers(fp32, tmp_path / "terminal" / "model.onnx", [np.zeros((1, 3, 65, 65), np.uint8)])
+    assert "ranking layers by INT8 noise" in terminal.getvalue()
+    assert capsys.readouterr().out == ""  # bars never on stdout
 
 
 def test_guard_exclusion_schedule():

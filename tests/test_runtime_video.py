@@ -12,6 +12,7 @@ cv2 = pytest.importorskip("cv2", reason="video tests need OpenCV (the 'video' ex
 import runtime  # noqa: E402
 from edge_deeplab.cli import main  # noqa: E402
 from runtime.sources import capture_frames, classify_source, csi_camera_pipeline  # noqa: E402
+from runtime import video  # noqa: E402
 from runtime.video import run_video  # noqa: E402
 from test_runtime_bundles import PALETTE, blocks_image, build_bundle, expected_pixel_mask  # noqa: E402
 
@@ -68,6 +69,65 @@ def test_keyboard_interrupt_leaves_a_playable_video(bundle: Path, tmp_path: Path
         stats = run_video(source(), seg.predict, seg.palette, out, queue_size=2)
     assert stats.interrupted and stats.frames == 7
     assert count_frames(out) == 7
+
+
+def blank_predict(rgb: np.ndarray) -> np.ndarray:
+    return (rgb[:, :, 0] > 127).astype(np.uint8)
+
+
+def test_video_is_written_in_the_codec_it_says_and_decodes(tmp_path: Path) -> None:
+    """Whatever this OpenCV build can encode, the stats name it and the file plays back whole."""
+    frames = [cv2.cvtColor(blocks_image(48, 64, seed=i), cv2.COLOR_RGB2BGR) for i in range(7)]
+    out = tmp_path / "seg.mp4"
+    stats = run_video(iter(frames), blank_predict, PALETTE, out)
+    assert stats.codec in (video.H264, video.FALLBACK_FOURCC)
+    assert count_frames(out) == 7
+    cap = cv2.VideoCapture(str(out))
+    tag = (int(cap.get(cv2.CAP_PROP_FOURCC)) & 0xFFFFFFFF).to_bytes(4, "little").decode("ascii", "replace").lower()
+    cap.release()
+    # What the file holds agrees with what the stats say (FFmpeg reports mp4v as its FMP4 tag).
+    assert tag in (("avc1", "h264") if stats.codec == video.H264 else ("mp4v", "fmp4"))
+    line = stats.summary().splitlines()[-1]
+    assert line.startswith(f"video: {out} ({stats.codec}")
+    assert stats.to_dict()["codec"] == stats.codec
+    if stats.codec == video.H264:
+        assert stats.codec_note == "" and line.endswith("(H.264)")
+    else:
+        assert "cannot encode H.264" in stats.codec_note and "ffmpeg -i" in stats.codec_note
+
+
+def test_the_h264_probe_is_quiet_leaves_nothing_behind_and_runs_once(tmp_path: Path, capfd, monkeypatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    video.h264_fourcc.cache_clear()
+    found = video.h264_fourcc(".mp4")
+    assert found in (None, *video.H264_FOURCCS)
+    assert video.h264_fourcc(".mp4") == found and video.h264_fourcc.cache_info().hits == 1
+    assert list(tmp_path.iterdir()) == []
+    assert capfd.readouterr().err == ""  # no "[ERROR:...] Could not find encoder" from OpenCV/FFmpeg
+
+
+def test_without_h264_the_video_is_mp4v_and_says_how_to_get_h264(bundle: Path, tmp_path: Path, monkeypatch,
+                                                                  capsys) -> None:
+    monkeypatch.setattr(video, "h264_fourcc", lambda suffix=".mp4": None)  # only the probe's answer
+    frames = [cv2.cvtColor(blocks_image(48, 64, seed=i), cv2.COLOR_RGB2BGR) for i in range(5)]
+    out = tmp_path / "my clip.mp4"
+    stats = run_video(iter(frames), blank_predict, PALETTE, out)
+    assert stats.codec == "mp4v" and count_frames(out) == 5
+    hint = f"ffmpeg -i '{out}' -c:v libx264 '{tmp_path / 'my clip-h264.mp4'}'"
+    assert stats.codec_note == f"this OpenCV build cannot encode H.264; browsers may not play it - re-encode with {hint}"
+    assert f"video: {out} (mp4v: this OpenCV build cannot encode H.264" in stats.summary()
+    odd = tmp_path / "odd.mp4"  # libx264 wants even sides: the hint pads odd ones
+    odd_stats = run_video(iter(frames[:2]), blank_predict, PALETTE, odd, max_frames=2)
+    assert odd_stats.codec == "mp4v" and "pad=" not in odd_stats.codec_note
+    odd_frames = [np.ascontiguousarray(f[:47, :63]) for f in frames[:2]]
+    odd_stats = run_video(iter(odd_frames), blank_predict, PALETTE, odd)
+    assert "-vf 'pad=ceil(iw/2)*2:ceil(ih/2)*2' -c:v libx264" in odd_stats.codec_note and count_frames(odd) == 2
+    # The CLI prints the same line.
+    clip = write_clip(tmp_path / "clip.mp4", frames=3)
+    assert main(["infer", str(bundle), str(clip), "--out", str(tmp_path / "cli.mp4"), "--no-progress"]) == 0
+    assert "cli.mp4 (mp4v: this OpenCV build cannot encode H.264" in capsys.readouterr().out
 
 
 def test_corrupt_frames_are_skipped_and_counted(bundle: Path, tmp_path: Path) -> None:

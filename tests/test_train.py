@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import time
@@ -93,3 +94,36 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert b.train_state["step"] == a.train_state["step"] == 30
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     assert not list(crashed.glob(".*.tmp")), "a temporary checkpoint was left behind"
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal, as an interactive run's is."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+TINY_CONFIG = {"data": "synthetic:size=64,n=24", "backbone": "mobilenetv2", "width_mult": 0.35, "batch_size": 4,
+               "crop_size": 48, "val_images": 4, "workers": 0, "iterations": 2, "val_every": 2}
+
+
+def test_validation_pass_has_a_bar_on_a_terminal_only(tmp_path, monkeypatch, capsys):
+    from edge_deeplab.train import train
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    train(make_config({}, {**TINY_CONFIG, "out": str(tmp_path / "tty")}))
+    drawn = terminal.getvalue()
+    assert "validating at step 2" in drawn and "train" in drawn
+    assert "validating" not in capsys.readouterr().out  # bars never go to stdout
+
+    monkeypatch.undo()  # captured (not a terminal): no bar at all, the log line stays on stdout
+    train(make_config({}, {**TINY_CONFIG, "out": str(tmp_path / "captured")}))
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert "step 2/2: loss" in captured.out and "val mIoU" in captured.out
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    train(make_config({}, {**TINY_CONFIG, "out": str(tmp_path / "off")}), progress=False)
+    assert terminal.getvalue() == ""
