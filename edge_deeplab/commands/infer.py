@@ -204,9 +204,11 @@ def _masks_dir(video: Path) -> Path:
 
 
 def _progress(total: int | None, disabled: bool, unit: str):
+    """A bar on stderr, drawn only on a terminal (a log file gets the summary lines, not redraws)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, unit=unit, disable=disabled, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=total, unit=unit, disable=disabled or not sys.stderr.isatty(), file=sys.stderr,
+                dynamic_ncols=True)
 
 
 def _segment_images(seg, images: list[Path], out: Path, plan: OutputPlan, settings: VideoSettings) -> list[str]:

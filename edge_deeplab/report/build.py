@@ -33,7 +33,8 @@ class Progress:
     def __init__(self, total: int, desc: str = "report") -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr,
+                        disable=not sys.stderr.isatty())
         self.started = False
 
     def __call__(self, what: str) -> None:
