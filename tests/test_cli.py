@@ -1,9 +1,8 @@
 """The command line itself: help with defaults and choices, completion, one-line usage errors,
-``infer`` on several sources into numbered folders, and ``pipeline --quick``'s preset."""
+``infer`` on several sources into numbered folders. (``pipeline --quick`` is in test_report.py.)"""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -92,18 +91,3 @@ def test_infer_refuses_what_cannot_run_together_and_leaves_no_empty_folder(tmp_p
     assert main(["infer", str(bundle), "nothing/*.png"]) == 2
     assert "no file matches nothing/*.png" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "infer").exists() or not list((tmp_path / "runs" / "infer").iterdir())
-
-
-@pytest.mark.slow
-def test_pipeline_quick_fills_only_the_options_left_at_their_default(tmp_path):
-    # Explicit options win over the preset (iterations, strides, targets, data); the rest (runs,
-    # warm-up, precisions, the output folder) come from --quick.
-    proc = cli("pipeline", "--quick", "--data", "synthetic:size=64,n=16", "--iterations", "2", "--batch-size", "2",
-               "--output-strides", "32", "--targets", "onnx", cwd=tmp_path,
-               env={"EDGE_DEEPLAB_CACHE": str(tmp_path / "cache")})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    report = json.loads((tmp_path / "runs" / "quick" / "report" / "report.json").read_text())
-    assert [(r["target"], r["precision"], r["output_stride"]) for r in report["rows"]] == [("onnx", "fp32", 32)]
-    assert report["rows"][0]["latency"]["runs"] == 10
-    config = json.loads((tmp_path / "runs" / "quick" / "separable" / "train_config.json").read_text())
-    assert config["iterations"] == 2

@@ -302,11 +302,14 @@ def test_pipeline_trains_reports_and_then_reuses_the_run(tmp_path):
     report = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
     assert [(r["model"], r["status"]) for r in report["rows"]] == [("mobilenetv2 dense", "measured"),
                                                                    ("mobilenetv2 separable", "measured")]
-    second = pipeline()  # the finished runs are reused; the report is measured again and replaced
+    # Again with --quick and without --runs: the finished runs are reused (the options given still
+    # win over the preset), the report is measured again and replaced, with --quick's 10 timed runs.
+    args[args.index("--runs"):args.index("--runs") + 2] = ["--quick"]
+    second = pipeline()
     assert second.stderr.count("reusing the trained model") == 2
     again = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
     assert [r["miou"] for r in again["rows"]] == [r["miou"] for r in report["rows"]]
-    assert again["created"] >= report["created"]
+    assert [r["latency"]["runs"] for r in again["rows"]] == [10, 10] and again["created"] >= report["created"]
 
 
 def test_pipeline_rejects_an_unknown_head_before_training(tmp_path, capsys):
