@@ -31,6 +31,7 @@ from runtime.errors import EdgeDeeplabError
 from runtime.files import sha256_file
 
 METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_METHOD = "minmax"  # the only one OpenVINO's NNCF path takes, and the cheapest
 CACHE_FORMAT = 1
 # Images per collect_data() call: bounds the memory the calibrator holds (it keeps every
 # intermediate tensor of a chunk), while the ranges/histograms are merged across chunks.

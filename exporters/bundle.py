@@ -29,7 +29,7 @@ import numpy as np
 
 from calibration.inputs import InputSpecLite, PreparedImage, prepare_samples
 from runtime.preprocess import Placement
-from calibration.ranges import METHODS, compute_ranges
+from calibration.ranges import DEFAULT_METHOD, METHODS, compute_ranges
 from calibration.selection import CalibrationSet
 from exporters import qdq
 from exporters.guard import keep_drop_under
@@ -73,7 +73,7 @@ class CalibrationInput:
     dataset: Sequence  # samples with .image, .mask, .name
     chosen: CalibrationSet
     spec: str  # the dataset as the user named it (for the manifest)
-    method: str = "minmax"
+    method: str = DEFAULT_METHOD
 
 
 @dataclass
@@ -141,7 +141,7 @@ def check_request(req: ExportRequest) -> None:
             raise EdgeDeeplabError(f"{req.target} int8 needs calibration images: give --calib-data")
         if req.calibration.method not in METHODS:
             raise EdgeDeeplabError(f"unknown --calib-method {req.calibration.method!r}; choose one of {', '.join(METHODS)}")
-        if req.target == "openvino" and req.calibration.method != "minmax":
+        if req.target == "openvino" and req.calibration.method != DEFAULT_METHOD:
             raise EdgeDeeplabError("openvino int8 uses NNCF's own range estimation; --calib-method applies to "
                                    "the onnxruntime and tensorrt targets")
     if req.max_drop is not None:

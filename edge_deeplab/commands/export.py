@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from calibration.ranges import DEFAULT_METHOD
 from edge_deeplab.commands.options import (CalibMethod, OutputStride, Outputs, Precision, Target, size_option,
                                            stride, value)
 from edge_deeplab.export import (check_classes, check_input_size_limit, checkpoint_miou, default_input_size,
@@ -76,7 +77,7 @@ def export(
         show_default="the dataset the checkpoint was trained on")] = None,
     calib_images: Annotated[int, typer.Option(min=1, help="calibration images")] = 200,
     calib_method: Annotated[CalibMethod, typer.Option(help="range method for the onnxruntime/tensorrt INT8")
-                            ] = CalibMethod("minmax"),
+                            ] = CalibMethod(DEFAULT_METHOD),
     calib_seed: Annotated[int, typer.Option(help="seed of the calibration pick")] = 0,
     val_data: Annotated[Optional[str], typer.Option(
         help="labelled dataset (val split) the bundle is scored on against the checkpoint",

@@ -13,10 +13,11 @@ from typing import Annotated, Optional
 import typer
 
 from edge_deeplab.commands.options import OutputStride, choices, stride, value
+from edge_deeplab.weights import VAINF_BACKBONE
 from runtime.files import check_writable
 
-# The backbones VainF/DeepLabV3Plus-Pytorch ships (its 'mobilenet' is our mobilenetv2).
-VainfBackbone = choices("VainfBackbone", ("mobilenetv2", "resnet50", "resnet101"))
+# The backbones VainF/DeepLabV3Plus-Pytorch ships that import (its 'mobilenet' is our mobilenetv2).
+VainfBackbone = choices("VainfBackbone", tuple(VAINF_BACKBONE))
 app = typer.Typer()
 
 

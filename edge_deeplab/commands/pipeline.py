@@ -21,6 +21,7 @@ from typing import Annotated, Optional
 import typer
 from click.core import ParameterSource
 
+from calibration.ranges import DEFAULT_METHOD
 from edge_deeplab.commands.options import CalibMethod, listed
 from edge_deeplab.commands.report import (BandWidth, BandWidths, CalibData, CalibImages, CalibMethodOpt, CalibSeed,
                                           Data, InputSize, KeepBundles, MaxDrop, OutputStrides, Precisions, Runs,
@@ -76,7 +77,7 @@ def pipeline(
     val_images: ValImages = 50,
     calib_data: CalibData = None,
     calib_images: CalibImages = 64,
-    calib_method: CalibMethodOpt = CalibMethod("minmax"),
+    calib_method: CalibMethodOpt = CalibMethod(DEFAULT_METHOD),
     calib_seed: CalibSeed = 0,
     max_drop: MaxDrop = None,
     runs: Runs = 20,

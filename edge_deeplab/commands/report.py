@@ -16,6 +16,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from calibration.ranges import DEFAULT_METHOD
 from edge_deeplab.commands.options import CalibMethod, listed, parse_list, parse_widths, size_option
 from edge_deeplab.export import check_input_size_limit
 from edge_deeplab.models.config import OUTPUT_STRIDES
@@ -122,7 +123,7 @@ def report(
     val_images: ValImages = None,
     calib_data: CalibData = None,
     calib_images: CalibImages = 100,
-    calib_method: CalibMethodOpt = CalibMethod("minmax"),
+    calib_method: CalibMethodOpt = CalibMethod(DEFAULT_METHOD),
     calib_seed: CalibSeed = 0,
     max_drop: MaxDrop = None,
     runs: Runs = 50,

@@ -12,6 +12,7 @@ from importlib import util
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from calibration.ranges import DEFAULT_METHOD
 from edge_deeplab.report.plan import Combination
 from edge_deeplab.report.rows import Row, skipped_row
 from runtime.errors import EdgeDeeplabError
@@ -25,7 +26,7 @@ class ExportSettings:
     width: int
     calib_data: str
     calib_images: int = 100
-    calib_method: str = "minmax"
+    calib_method: str = DEFAULT_METHOD
     calib_seed: int = 0
     max_drop: float | None = None
 
