@@ -126,9 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = typer.main.get_command(app).main(args=args, prog_name=PROG, standalone_mode=False)
     except click.UsageError as exc:
+        message = " ".join(exc.format_message().split())
+        if not message:  # a group run without its command: its help is already on the screen
+            return exc.exit_code
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        return _fail(exc.ctx.command_path if exc.ctx is not None else where,
-                     " ".join(exc.format_message().split()) + hint, exc.exit_code)
+        return _fail(exc.ctx.command_path if exc.ctx is not None else where, message + hint, exc.exit_code)
     except click.ClickException as exc:
         return _fail(where, " ".join(exc.format_message().split()), exc.exit_code)
     except EdgeDeeplabError as exc:

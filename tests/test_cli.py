@@ -51,6 +51,12 @@ def test_usage_errors_are_one_line_with_exit_status_2(args, message, tmp_path):
     assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
 
 
+def test_no_command_shows_the_help_and_exits_2():
+    proc = cli()
+    assert proc.returncode == 2 and "Usage: edge-deeplab" in proc.stdout and "import-checkpoint" in proc.stdout
+    assert proc.stderr == ""
+
+
 def test_shell_completion_offers_the_choices():
     proc = cli(env={"_EDGE_DEEPLAB_COMPLETE": "complete_bash", "COMP_WORDS": "edge-deeplab export m.pt --target o",
                     "COMP_CWORD": "4"})
@@ -80,6 +86,23 @@ def test_infer_takes_several_sources_and_globs_into_a_new_numbered_folder(tmp_pa
     assert sorted(p.name for p in (tmp_path / "runs" / "infer" / "002").iterdir()) == [
         "frame_overlay.png", "other_overlay.png"]
     assert len(list(first.iterdir())) == 8
+
+
+def test_infer_writes_images_and_each_video_into_one_folder(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("cv2")
+    from test_bad_inputs import noise_clip
+
+    bundle = build_bundle(tmp_path / "bundle", kind="pixel")
+    (tmp_path / "clips").mkdir()
+    clips = [noise_clip(tmp_path / "clips" / f"{name}.mp4", frames=3) for name in ("left", "right")]
+    monkeypatch.chdir(tmp_path)
+    assert main(["infer", str(bundle), str(_png(tmp_path / "still.png", 0)), "clips/*.mp4", "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "runs" / "infer" / "001").iterdir()) == [
+        "left.mp4", "right.mp4", "still_overlay.png"]
+    out = capsys.readouterr().out
+    assert all(f"video: {Path('runs/infer/001') / clip.name}" in out for clip in clips)
+    assert main(["infer", str(bundle), *map(str, clips), "--out", "one.mp4"]) == 2
+    assert "names one video file but 2 videos are given" in capsys.readouterr().err
 
 
 def test_infer_refuses_what_cannot_run_together_and_leaves_no_empty_folder(tmp_path, monkeypatch, capsys):
