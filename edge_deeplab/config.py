@@ -108,7 +108,7 @@ _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "tru
 def check_types(values: dict[str, Any]) -> None:
     """Check YAML values against the option types, so ``iterations: "eight"`` is one clear line.
 
-    YAML gives whatever the file says (a string, a list); flags are already typed by argparse.
+    YAML gives whatever the file says (a string, a list); flags are already typed by the CLI.
     An integer is accepted for a float option (``lr: 1``) but a boolean is never a number.
     """
     hints = get_type_hints(TrainConfig)

@@ -13,7 +13,8 @@ from PIL import Image
 
 from edge_deeplab.data import READERS, Sample, SegmentationDataset, open_dataset, register_reader
 from edge_deeplab.data.masks import read_mask
-from edge_deeplab.data.synthetic import CLASSES, PALETTE, SyntheticShapes, colourize, main
+from edge_deeplab.cli import main
+from edge_deeplab.data.synthetic import CLASSES, PALETTE, SyntheticShapes
 from runtime.errors import EdgeDeeplabError
 from runtime.images import IGNORE_COLOUR, read_image, to_rgb_uint8, write_mask
 
@@ -111,25 +112,22 @@ def test_bad_split_and_sizes_are_user_errors():
         SyntheticShapes(n=0)
 
 
-def test_colourize_uses_palette_and_white_for_ignore():
-    mask = np.array([[0, 1], [6, 255]], dtype=np.uint8)
-    rgb = colourize(mask)
-    assert rgb[0, 0].tolist() == list(PALETTE[0])
-    assert rgb[1, 0].tolist() == list(PALETTE[6])
-    assert rgb[1, 1].tolist() == [255, 255, 255]
-
-
 def test_preview_command_writes_pngs_and_refuses_to_overwrite(tmp_path, capsys):
     out = tmp_path / "preview"
-    assert main(["--out", str(out), "-n", "2", "--size", "64"]) == 0
+    preview = ["datasets", "preview", "synthetic:size=64", "--out", str(out), "-n", "2"]
+    assert main(preview) == 0
     files = sorted(out.glob("*.png"))
     assert [f.name for f in files] == ["val_00000.png", "val_00001.png"]
     pair = np.asarray(Image.open(files[0]))
     assert pair.shape == (64, 128, 3)
-    assert np.array_equal(pair[:, :64], SyntheticShapes("val", size=64)[0].image)
-    assert main(["--out", str(out), "-n", "1", "--size", "64"]) == 2
-    assert "already exists" in capsys.readouterr().err
-    assert main(["--out", str(out), "-n", "1", "--size", "64", "--force"]) == 0
+    sample = SyntheticShapes("val", size=64)[0]
+    assert np.array_equal(pair[:, :64], sample.image)
+    assert np.array_equal(pair[:, 64:], np.asarray(PALETTE, np.uint8)[sample.mask])
+    assert "7 classes" in capsys.readouterr().out
+    before = files[0].read_bytes()
+    assert main(preview[:-1] + ["3"]) == 2  # val_00002 would be new, but val_00000 exists: nothing is written
+    assert "already exists" in capsys.readouterr().err and not (out / "val_00002.png").exists()
+    assert main(preview + ["--force"]) == 0 and files[0].read_bytes() == before
 
 
 # --- dataset specs -------------------------------------------------------------------------------

@@ -8,18 +8,20 @@ could not be opened at all.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 app = typer.Typer(help="Dataset tools. 'check' reads every image and mask of a split and reports the layout found, the "
                        "number of samples, pixels and images per class, and the problems: unmatched files, unknown "
-                       "labels, image/mask size mismatches and unreadable files.", no_args_is_help=True)
+                       "labels, image/mask size mismatches and unreadable files. 'preview' writes a few samples as "
+                       "PNGs to look at.", no_args_is_help=True)
 
 
 @app.callback()
 def datasets() -> None:
-    """Dataset tools (a group: 'check' is its command)."""
+    """Dataset tools (a group: 'check' and 'preview' are its commands)."""
 
 
 @app.command(help="Read every sample of a split and report problems (exit 1 if any). Layouts: PASCAL VOC 2012 "
@@ -38,3 +40,32 @@ def check(
     result = check_dataset(dataset, split, max_problems, progress=not no_progress)
     print(format_check(result))
     return 0 if result.ok else 1
+
+
+@app.command(help="Write the first N samples of a split as PNGs, each image beside its colourized mask, so a person "
+                  "can judge the data (and see what the built-in synthetic set asks of a model).")
+def preview(
+    out: Annotated[Path, typer.Option(help="folder to write the PNGs into", show_default=False)],
+    path: Annotated[str, typer.Argument(help="dataset directory or spec (synthetic:size=N for other sizes)")
+                    ] = "synthetic",
+    split: Annotated[str, typer.Option(help="split to show")] = "val",
+    count: Annotated[int, typer.Option("-n", "--count", min=1, help="how many samples")] = 8,
+    force: Annotated[bool, typer.Option("--force", help="replace PNGs that already exist")] = False,
+) -> int:
+    import numpy as np
+
+    from edge_deeplab.data.base import open_dataset
+    from edge_deeplab.data.synthetic import SyntheticShapes, describe
+    from runtime.files import check_writable
+    from runtime.images import write_image
+    from runtime.postprocess import colorize
+
+    dataset = open_dataset(path, split)
+    samples = [dataset[i] for i in range(min(count, len(dataset)))]
+    files = [check_writable(out / f"{sample.name}.png", force) for sample in samples]  # all, before any is written
+    for sample, file in zip(samples, files):
+        write_image(file, np.concatenate([sample.image, colorize(sample.mask, dataset.palette)], axis=1))
+    if isinstance(dataset, SyntheticShapes):
+        print(describe())
+    print(f"wrote {len(files)} samples of {path}/{split} to {out}")
+    return 0

@@ -17,10 +17,8 @@ to look at some samples.
 
 from __future__ import annotations
 
-import argparse
 import colorsys
 import math
-import sys
 from typing import Callable
 
 import numpy as np
@@ -64,7 +62,7 @@ Layer = tuple[int, int, np.ndarray, np.ndarray]
 
 
 def describe() -> str:
-    """What the scenes contain, for ``edge-deeplab datasets`` and the docs."""
+    """What the scenes contain, printed by ``edge-deeplab datasets preview synthetic``."""
     return (
         "synthetic: 7 classes on textured backgrounds, generated on the fly (numpy only)\n"
         "  background  smooth noise, stripes or gradients in muted colours of any hue, plus soft\n"
@@ -368,43 +366,3 @@ def from_spec(spec: str, split: str) -> SyntheticShapes:
         except ValueError:
             raise EdgeDeeplabError(f"synthetic option {key} needs a number, got {value!r}") from None
     return SyntheticShapes(split=split, **kwargs)  # type: ignore[arg-type]
-
-
-def colourize(mask: np.ndarray, palette: list[tuple[int, int, int]] = PALETTE) -> np.ndarray:
-    """Class-index mask -> RGB image through ``palette``; ignore (255) shows as white."""
-    table = np.full((256, 3), 255, dtype=np.uint8)
-    table[: len(palette)] = palette
-    return table[mask]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Write a few samples as PNGs (image | colourized mask) so a person can judge the data."""
-    from PIL import Image
-
-    from runtime.files import atomic_file
-
-    parser = argparse.ArgumentParser(prog="python -m edge_deeplab.data.synthetic",
-                                     description=main.__doc__)
-    parser.add_argument("--out", required=True, help="directory to write the PNGs into")
-    parser.add_argument("-n", type=int, default=8, help="how many samples (default 8)")
-    parser.add_argument("--split", default="val", choices=list(SPLITS))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--force", action="store_true", help="replace PNGs that already exist")
-    args = parser.parse_args(argv)
-    try:
-        ds = SyntheticShapes(args.split, seed=args.seed, size=args.size, n=max(args.n, 1))
-        for sample in ds:
-            pair = np.concatenate([sample.image, colourize(sample.mask)], axis=1)
-            with atomic_file(f"{args.out}/{sample.name}.png", overwrite=args.force) as tmp:
-                Image.fromarray(pair).save(tmp, format="PNG")
-    except EdgeDeeplabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(describe())
-    print(f"wrote {len(ds)} samples to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
