@@ -38,7 +38,8 @@ from exporters.sensitivity import rank_layers
 from exporters.verify import MIN_AGREEMENT, Validation, compare, ort_runner, points, require_agreement
 from runtime.errors import EdgeDeeplabError
 from runtime.files import atomic_dir, atomic_write_text, check_writable
-from runtime.manifest import DEFAULT_PRECISION, LOGITS, OUTPUT_CHOICES, TARGET_PRECISIONS, TARGETS, InputSpec, Manifest, write_manifest
+from runtime.manifest import (DEFAULT_PRECISION, LOGITS, OUTPUT_CHOICES, PRECISIONS, TARGET_PRECISIONS, TARGETS,
+                              InputSpec, Manifest, write_manifest)
 
 SENSITIVITY_IMAGES = 4  # images for the per-layer SQNR ranking: enough for a stable order
 # A bundle scoring this many mIoU points below its checkpoint (at the checkpoint's native size)
@@ -51,8 +52,8 @@ def check_target(target: str, precision: str | None) -> str:
     if target not in TARGETS:
         raise EdgeDeeplabError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     precision = precision or DEFAULT_PRECISION[target]
-    if precision not in ("fp32", "fp16", "int8"):
-        raise EdgeDeeplabError(f"unknown precision {precision!r}; choose fp32, fp16 or int8")
+    if precision not in PRECISIONS:
+        raise EdgeDeeplabError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
     if precision not in TARGET_PRECISIONS[target]:
         raise EdgeDeeplabError(
             f"target {target} has no {precision} precision; it offers {', '.join(TARGET_PRECISIONS[target])}"

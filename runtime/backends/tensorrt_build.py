@@ -22,7 +22,7 @@ from typing import Any
 
 from runtime.errors import BundleError, EdgeDeeplabError
 from runtime.files import atomic_write_bytes
-from runtime.manifest import Manifest
+from runtime.manifest import TARGET_PRECISIONS, Manifest
 
 # Builder workspace limit. TensorRT's own default is the whole device memory, which on a Jetson is
 # the memory the CPU shares; 1 GiB leaves room for the application and suits a DeepLab-sized net.
@@ -50,7 +50,7 @@ class BuildSettings:
     fp16_with_int8: bool = True
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "fp16", "int8"):
+        if self.precision not in TARGET_PRECISIONS["tensorrt"]:
             raise EdgeDeeplabError(f"unknown TensorRT precision {self.precision!r}")
         if self.workspace_mb <= 0:
             raise EdgeDeeplabError(f"TensorRT workspace must be positive, got {self.workspace_mb} MiB")
