@@ -32,7 +32,8 @@ def benchmark(
     size: Annotated[tuple[int, int], typer.Option(
         metavar="H W", help="size of the synthetic test image (ignored with --image); the default is VOC's "
                             "evaluation size")] = EVAL_SIZE,
-    image_path: Annotated[Optional[Path], typer.Option("--image", help="time on this image instead of a synthetic one")] = None,
+    image_path: Annotated[Optional[Path], typer.Option("--image", help="time on this image instead of a synthetic one",
+                                                                    show_default="a random image of --size")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="write the results as JSON here")] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --json file")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,

@@ -85,7 +85,7 @@ def export(
     val_images: Annotated[int, typer.Option(min=1, help="validation images for mIoU")] = 50,
     max_drop: Annotated[Optional[float], typer.Option(
         metavar="POINTS", help="INT8 accuracy guard: largest mIoU drop against FP32, in points (0.5 = half a "
-                               "percent)")] = None,
+                               "percent)", show_default="no guard")] = None,
     opset: Annotated[int, typer.Option(min=17, help="ONNX opset")] = 17,
     force: Annotated[bool, typer.Option("--force", help="replace an existing bundle folder")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="calibration range cache",

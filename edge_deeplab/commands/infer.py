@@ -59,8 +59,10 @@ def infer(
     force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
     upsample: Annotated[Upsample, typer.Option(
         help="resize the argmax mask (fast) or the logits (bilinear, smoother) to the image size")] = Upsample("mask"),
-    max_frames: Annotated[Optional[int], typer.Option(min=1, help="stop a video/camera/stream after N frames")] = None,
-    duration: Annotated[Optional[float], typer.Option(help="stop a video/camera/stream after S seconds")] = None,
+    max_frames: Annotated[Optional[int], typer.Option(min=1, help="stop a video/camera/stream after N frames",
+                                                      show_default="the end of the stream")] = None,
+    duration: Annotated[Optional[float], typer.Option(help="stop a video/camera/stream after S seconds",
+                                                      show_default="the end of the stream")] = None,
     queue_size: Annotated[int, typer.Option(min=1, help="frames buffered between pipeline stages")] = 4,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
     csi_camera: Annotated[bool, typer.Option("--csi-camera", help="read a CSI camera instead of SOURCE",

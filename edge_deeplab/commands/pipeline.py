@@ -25,9 +25,8 @@ from calibration.ranges import DEFAULT_METHOD
 from edge_deeplab.commands.options import CalibMethod, listed
 from edge_deeplab.commands.report import (BandWidth, BandWidths, CalibData, CalibImages, CalibMethodOpt, CalibSeed,
                                           Data, InputSize, KeepBundles, MaxDrop, OutputStrides, Precisions, Runs,
-                                          Split, Targets, Threads, ValImages, Verbose, Warmup, check_numbers,
-                                          print_summary,
-                                          report_args, report_checkpoint)
+                                          Split, Threads, Verbose, Warmup, check_numbers, print_summary,
+                                          report_args, report_checkpoint, targets_option, val_images_option)
 from edge_deeplab.config import DEFAULT_ITERATIONS, TrainConfig, make_config
 from edge_deeplab.models.config import OUTPUT_STRIDES
 from runtime.errors import EdgeDeeplabError
@@ -71,10 +70,10 @@ def pipeline(
     data: Data = None,
     split: Split = "val",
     output_strides: OutputStrides = listed(OUTPUT_STRIDES),
-    targets: Targets = None,
+    targets: Annotated[Optional[str], targets_option("every target whose runtime is installed here")] = None,
     precisions: Precisions = listed(PRECISIONS),
     input_size: InputSize = None,
-    val_images: ValImages = 50,
+    val_images: Annotated[Optional[int], val_images_option()] = 50,
     calib_data: CalibData = None,
     calib_images: CalibImages = 64,
     calib_method: CalibMethodOpt = CalibMethod(DEFAULT_METHOD),

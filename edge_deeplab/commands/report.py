@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from importlib import util
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated, Any, List, Optional
 
 import typer
 
@@ -70,16 +70,25 @@ Data = Annotated[Optional[str], typer.Option(help="labelled dataset to score on 
 Split = Annotated[str, typer.Option(help="dataset split to score")]
 OutputStrides = Annotated[str, typer.Option(metavar="LIST", help=f"output strides to export and compare, from "
                                                                  f"{listed(OUTPUT_STRIDES)}")]
-Targets = Annotated[Optional[str], typer.Option(
-    metavar="LIST", help=f"targets, from {listed(TARGETS)}; one this machine cannot run is listed as not measured, "
-                         "with the reason")]
+
+
+def targets_option(shown: str) -> Any:
+    """``--targets``; ``shown`` is what the command measures when it is not given."""
+    return typer.Option(metavar="LIST", show_default=shown, help=f"targets, from {listed(TARGETS)}; one this machine "
+                                                                 "cannot run is listed as not measured, with the reason")
+
+
+def val_images_option(shown: str | bool = True) -> Any:
+    """``--val-images`` (alias ``--limit``); ``shown``: its default as --help states it."""
+    return typer.Option("--val-images", "--limit", metavar="N", min=1, help="score at most N images",
+                        show_default=shown)
+
+
 Precisions = Annotated[str, typer.Option(metavar="LIST", help=f"precisions, from {listed(PRECISIONS)}; each target "
                                                               "gets those it offers")]
 InputSize = Annotated[Optional[str], typer.Option(
     metavar="HxW", callback=size_option, help="static input size of the exported bundles",
     show_default="the scored images' size, the largest height and width among them")]
-ValImages = Annotated[Optional[int], typer.Option("--val-images", "--limit", metavar="N", min=1,
-                                                  help="score at most N images")]
 CalibData = Annotated[Optional[str], typer.Option(help="INT8 calibration dataset, train split",
                                                   show_default="--data")]
 CalibImages = Annotated[int, typer.Option(min=1, help="INT8 calibration images")]
@@ -88,7 +97,7 @@ CalibMethodOpt = Annotated[CalibMethod, typer.Option("--calib-method",
 CalibSeed = Annotated[int, typer.Option(help="seed of the calibration pick")]
 MaxDrop = Annotated[Optional[float], typer.Option(
     metavar="POINTS", min=0.0, help="INT8 accuracy guard on the scored images: largest mIoU drop against FP32, "
-                                    "in points")]
+                                    "in points", show_default="no guard")]
 Runs = Annotated[int, typer.Option(min=1, help="timed runs per bundle")]
 Warmup = Annotated[int, typer.Option(min=0, help="untimed runs per bundle first")]
 Threads = Annotated[int, typer.Option(min=0, help="runtime intra-op threads (0: the backend's choice)")]
@@ -117,10 +126,10 @@ def report(
     data: Data = None,
     split: Split = "val",
     output_strides: OutputStrides = listed(OUTPUT_STRIDES),
-    targets: Targets = None,
+    targets: Annotated[Optional[str], targets_option("all of them")] = None,
     precisions: Precisions = listed(PRECISIONS),
     input_size: InputSize = None,
-    val_images: ValImages = None,
+    val_images: Annotated[Optional[int], val_images_option("the whole split")] = None,
     calib_data: CalibData = None,
     calib_images: CalibImages = 100,
     calib_method: CalibMethodOpt = CalibMethod(DEFAULT_METHOD),

@@ -27,7 +27,7 @@ def _default(name: str) -> str:
                   f"model on the built-in synthetic dataset into {DEFAULTS.out}.")
 def train(
     config: Annotated[Optional[Path], typer.Option(help="YAML file with any of the options below "
-                                                        "(underscores or dashes)")] = None,
+                                                        "(underscores or dashes)", show_default="none")] = None,
     data: Annotated[Optional[str], typer.Option(help="dataset: 'synthetic' or a path",
                                                 show_default=_default("data"))] = None,
     val_data: Annotated[Optional[str], typer.Option(help="validation dataset",
@@ -44,11 +44,13 @@ def train(
         "--separable/--no-separable", show_default="on for mobilenetv2 and xception65, off for the ResNets",
         help="atrous separable convs in ASPP and decoder (--no-separable: dense 3x3 convs)")] = None,
     backbone_weights: Annotated[Optional[str], typer.Option(
-        help="ImageNet backbone weights, a local torchvision-format state dict")] = None,
+        help="ImageNet backbone weights, a local torchvision-format state dict",
+        show_default="random initialization")] = None,
     iterations: Annotated[Optional[int], typer.Option(
         help="training steps", show_default=f"{DEFAULT_ITERATIONS[True]} with the separable head, "
                                             f"{DEFAULT_ITERATIONS[False]} with the dense one: the same time")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="train for this many epochs instead of --iterations")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="train for this many epochs instead of --iterations",
+                                                  show_default="none: --iterations counts")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="global batch size",
                                                       show_default=_default("batch_size"))] = None,
     crop_size: Annotated[Optional[int], typer.Option(help="square training crop in pixels",
