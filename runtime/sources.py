@@ -1,12 +1,14 @@
 """What ``SOURCE`` means on the command line, and opening video sources with OpenCV.
 
-A source is an image, a folder of images, a video file, a camera index ("0"), a network stream
-(rtsp://, http://, ...) or a GStreamer pipeline (any text with a '!', e.g. a Jetson CSI camera).
+A source is an image, a folder of images, a glob, a video file, a camera index ("0"), a network
+stream (rtsp://, http://, ...) or a GStreamer pipeline (any text with a '!', e.g. a Jetson CSI
+camera).
 OpenCV is imported only for the video kinds, so image-only use needs no ``video`` extra.
 """
 
 from __future__ import annotations
 
+import glob
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -14,7 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from runtime.errors import EdgeDeeplabError
-from runtime.images import IMAGE_SUFFIXES
+from runtime.images import IMAGE_SUFFIXES, list_images
 
 STREAM_SCHEMES = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp|srt)://", re.IGNORECASE)
 VIDEO_KINDS = ("video", "camera", "stream", "gstreamer")
@@ -36,6 +38,42 @@ def classify_source(source: str) -> str:
     if path.is_file():
         return "image" if path.suffix.lower() in IMAGE_SUFFIXES else "video"
     raise EdgeDeeplabError(f"source {source} not found (expected an image, folder, video, camera index, URL or pipeline)")
+
+
+def expand_glob(source: str) -> list[str]:
+    """A glob pattern (``frames/*.jpg``, quoted so the shell left it) -> the files it matches, sorted;
+    anything else (a path that exists, a URL, a pipeline) as given."""
+    if glob.has_magic(source) and not Path(source).exists() and "!" not in source and "://" not in source:
+        matches = sorted(glob.glob(source))
+        if not matches:
+            raise EdgeDeeplabError(f"no file matches {source}")
+        return matches
+    return [source]
+
+
+def sort_sources(sources: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Command-line sources -> the image files (folders listed, globs expanded) and the video sources
+    with their kind, each once, in the order given. A camera, stream or pipeline must come alone:
+    one process reads one live source."""
+    images: list[Path] = []
+    videos: list[tuple[str, str]] = []
+    expanded = list(dict.fromkeys(item for source in sources for item in expand_glob(source)))
+    for source in expanded:
+        kind = classify_source(source)
+        if kind in VIDEO_KINDS:
+            if kind != "video" and len(expanded) > 1:
+                raise EdgeDeeplabError(f"a {kind} source runs alone; give {source} without other sources")
+            videos.append((source, kind))
+        elif kind == "folder":
+            found = list_images(source)
+            if not found and len(expanded) == 1:
+                raise EdgeDeeplabError(f"{source} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            images.extend(found)
+        else:
+            images.append(Path(source))
+    if not images and not videos:
+        raise EdgeDeeplabError(f"the sources hold no image files ({', '.join(IMAGE_SUFFIXES)}) and no video")
+    return list(dict.fromkeys(images)), videos
 
 
 def csi_camera_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, framerate: int = 30) -> str:

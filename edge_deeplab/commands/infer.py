@@ -10,7 +10,6 @@ Torch-free: this is what runs on the device.
 from __future__ import annotations
 
 import contextlib
-import glob
 import signal
 import sys
 import threading
@@ -88,7 +87,9 @@ def infer(
     if not sources:
         raise EdgeDeeplabError("no SOURCE given (an image, folder, glob, video, camera index, URL or pipeline; "
                                "or --csi-camera)")
-    images, videos = _sorted_sources(sources)
+    from runtime.sources import sort_sources
+
+    images, videos = sort_sources(sources)
     claimed = None
     if out is None:
         out = claimed = _claim_run_folder()
@@ -114,42 +115,6 @@ def _claim_run_folder() -> Path:
     from runtime.files import new_numbered_dir
 
     return new_numbered_dir(RUNS_FOLDER)
-
-
-def _expand(source: str) -> list[str]:
-    """A glob pattern -> the files it matches (sorted); anything else as given."""
-    if glob.has_magic(source) and not Path(source).exists() and "!" not in source and "://" not in source:
-        matches = sorted(glob.glob(source))
-        if not matches:
-            raise EdgeDeeplabError(f"no file matches {source}")
-        return matches
-    return [source]
-
-
-def _sorted_sources(sources: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """The image files (folders listed) and the video sources (with their kind), each once, in order."""
-    from runtime.images import IMAGE_SUFFIXES, list_images
-    from runtime.sources import VIDEO_KINDS, classify_source
-
-    images: list[Path] = []
-    videos: list[tuple[str, str]] = []
-    expanded = list(dict.fromkeys(item for source in sources for item in _expand(source)))
-    for source in expanded:
-        kind = classify_source(source)
-        if kind in VIDEO_KINDS:
-            if kind != "video" and len(expanded) > 1:
-                raise EdgeDeeplabError(f"a {kind} source runs alone; give {source} without other sources")
-            videos.append((source, kind))
-        elif kind == "folder":
-            found = list_images(source)
-            if not found and len(expanded) == 1:
-                raise EdgeDeeplabError(f"{source} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-            images.extend(found)
-        else:
-            images.append(Path(source))
-    if not images and not videos:
-        raise EdgeDeeplabError(f"the sources hold no image files ({', '.join(IMAGE_SUFFIXES)}) and no video")
-    return list(dict.fromkeys(images)), videos
 
 
 @dataclass(frozen=True)
