@@ -1,9 +1,10 @@
 """``edge-deeplab report``: accuracy against latency for every output stride, target and precision.
 
 From one or several checkpoints (compared in one table), every combination this machine can build
-is exported (into ``<out>/bundles``) and measured; with ``--bundles DIR``, bundles exported elsewhere are measured as they are, without
-torch (the way to report on a Jetson). The work is :mod:`edge_deeplab.report`; this module turns
-flags into its settings, checking everything cheap before anything slow starts.
+is exported (into ``<out>/bundles``) and measured; with ``--bundles DIR``, bundles exported
+elsewhere are measured as they are, without torch (the way to report on a Jetson). The work is
+:mod:`edge_deeplab.report`; this module turns options into its settings, checking everything cheap
+before anything slow starts. ``pipeline`` shares the report's options, defined here once.
 """
 
 from __future__ import annotations
