@@ -85,7 +85,6 @@ def _version(show: bool) -> None:
 app = typer.Typer(
     cls=LazyCommands,
     name=PROG,
-    help="DeepLabv3+ from training to INT8 on Jetson and CPU, with accuracy-versus-latency reports.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -125,14 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = _command_name(args)
     try:
         code = typer.main.get_command(app).main(args=args, prog_name=PROG, standalone_mode=False)
-    except click.UsageError as exc:
+    except click.ClickException as exc:  # typer's usage errors, and click's own
         message = " ".join(exc.format_message().split())
         if not message:  # a group run without its command: its help is already on the screen
             return exc.exit_code
-        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        return _fail(exc.ctx.command_path if exc.ctx is not None else where, message + hint, exc.exit_code)
-    except click.ClickException as exc:
-        return _fail(where, " ".join(exc.format_message().split()), exc.exit_code)
+        ctx = getattr(exc, "ctx", None)  # a usage error knows its command
+        if ctx is not None:
+            where, message = ctx.command_path, f"{message} (see '{ctx.command_path} --help')"
+        return _fail(where, message, exc.exit_code)
     except EdgeDeeplabError as exc:
         return _fail(where, str(exc))
     except (KeyboardInterrupt, click.Abort):

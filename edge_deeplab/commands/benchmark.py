@@ -15,8 +15,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from edge_deeplab.commands.options import (EngineCache, OrtOptimization, OrtOptimizationOpt, OvDevice, OvHint,
-                                           OvHintOpt, OvPrecisionOpt, Threads, runtime_options)
+from edge_deeplab.commands.options import (RUNTIME_DEFAULTS, EngineCache, OrtOptimization, OrtOptimizationOpt,
+                                           OvDevice, OvHint, OvHintOpt, OvPrecisionOpt, Threads, runtime_options)
 from edge_deeplab.data.voc import EVAL_SIZE
 from runtime.errors import EdgeDeeplabError
 
@@ -37,11 +37,11 @@ def benchmark(
     json_path: Annotated[Optional[Path], typer.Option("--json", help="write the results as JSON here")] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --json file")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
-    threads: Threads = 0,
-    ort_optimization: OrtOptimizationOpt = OrtOptimization("all"),
-    ov_precision: OvPrecisionOpt = None,
-    ov_hint: OvHintOpt = OvHint("LATENCY"),
-    device: OvDevice = "CPU",
+    threads: Threads = RUNTIME_DEFAULTS.threads,
+    ort_optimization: OrtOptimizationOpt = OrtOptimization(RUNTIME_DEFAULTS.ort_optimization),
+    ov_precision: OvPrecisionOpt = RUNTIME_DEFAULTS.ov_precision_hint,
+    ov_hint: OvHintOpt = OvHint(RUNTIME_DEFAULTS.ov_performance_hint),
+    device: OvDevice = RUNTIME_DEFAULTS.device,
     engine_cache: EngineCache = None,
 ) -> int:
     import numpy as np

@@ -19,8 +19,8 @@ from typing import Annotated, Any, Iterator, List, Optional
 
 import typer
 
-from edge_deeplab.commands.options import (EngineCache, OrtOptimization, OrtOptimizationOpt, OvDevice, OvHint,
-                                           OvHintOpt, OvPrecisionOpt, Threads, Upsample, runtime_options)
+from edge_deeplab.commands.options import (RUNTIME_DEFAULTS, EngineCache, OrtOptimization, OrtOptimizationOpt,
+                                           OvDevice, OvHint, OvHintOpt, OvPrecisionOpt, Threads, Upsample, runtime_options)
 from runtime.errors import EdgeDeeplabError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
@@ -57,7 +57,7 @@ def infer(
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="overlay opacity of the colour mask")] = 0.5,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
     upsample: Annotated[Upsample, typer.Option(
-        help="resize the argmax mask (fast) or the logits (bilinear, smoother) to the image size")] = Upsample("mask"),
+        help="resize the argmax mask (fast) or the logits (bilinear, smoother) to the image size")] = Upsample(RUNTIME_DEFAULTS.upsample),
     max_frames: Annotated[Optional[int], typer.Option(min=1, help="stop a video/camera/stream after N frames",
                                                       show_default="the end of the stream")] = None,
     duration: Annotated[Optional[float], typer.Option(help="stop a video/camera/stream after S seconds",
@@ -70,15 +70,15 @@ def infer(
     csi_width: Annotated[int, typer.Option(rich_help_panel=CSI_PANEL)] = 1280,
     csi_height: Annotated[int, typer.Option(rich_help_panel=CSI_PANEL)] = 720,
     csi_fps: Annotated[int, typer.Option(rich_help_panel=CSI_PANEL)] = 30,
-    threads: Threads = 0,
-    ort_optimization: OrtOptimizationOpt = OrtOptimization("all"),
-    ov_precision: OvPrecisionOpt = None,
-    ov_hint: OvHintOpt = OvHint("LATENCY"),
-    device: OvDevice = "CPU",
+    threads: Threads = RUNTIME_DEFAULTS.threads,
+    ort_optimization: OrtOptimizationOpt = OrtOptimization(RUNTIME_DEFAULTS.ort_optimization),
+    ov_precision: OvPrecisionOpt = RUNTIME_DEFAULTS.ov_precision_hint,
+    ov_hint: OvHintOpt = OvHint(RUNTIME_DEFAULTS.ov_performance_hint),
+    device: OvDevice = RUNTIME_DEFAULTS.device,
     engine_cache: EngineCache = None,
 ) -> int:
     import runtime
-    from runtime.sources import csi_camera_pipeline
+    from runtime.sources import csi_camera_pipeline, sort_sources
 
     if csi_camera:
         if sources:
@@ -87,8 +87,6 @@ def infer(
     if not sources:
         raise EdgeDeeplabError("no SOURCE given (an image, folder, glob, video, camera index, URL or pipeline; "
                                "or --csi-camera)")
-    from runtime.sources import sort_sources
-
     images, videos = sort_sources(sources)
     claimed = None
     if out is None:

@@ -4,10 +4,11 @@ The output strides come from :mod:`edge_deeplab.models.config`, the targets, pre
 outputs from :mod:`runtime.manifest`, the calibration methods from :mod:`calibration.ranges`, the
 runtime knobs from :mod:`runtime.options`: this module only turns those tables into the Enums
 typer shows as ``[a|b|c]`` in ``--help`` and checks, so a new target or stride is added in one
-place. It also holds the options two commands share (the runtime knobs of ``infer``, ``benchmark``
-and ``doctor``; the report settings of ``report`` and ``pipeline``), each defined once.
+place. It also holds the runtime knobs ``infer``, ``benchmark`` and ``doctor`` share, each defined
+once with the runtime's own default (:data:`RUNTIME_DEFAULTS`); the report settings ``report`` and
+``pipeline`` share live in :mod:`edge_deeplab.commands.report`.
 
-Torch-free and cheap to import: ``edge-deeplab --help`` loads it.
+Torch-free and cheap to import: every command module loads it (``edge-deeplab --help`` loads none).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from calibration.ranges import METHODS
 from edge_deeplab.models.config import BACKBONES, OUTPUT_STRIDES
 from runtime.errors import EdgeDeeplabError
 from runtime.manifest import OUTPUT_CHOICES, PRECISIONS, TARGETS
-from runtime.options import OV_PERFORMANCE_HINTS, OV_PRECISION_HINTS, ORT_OPT_LEVELS, UPSAMPLE_MODES
+from runtime.options import OV_PERFORMANCE_HINTS, OV_PRECISION_HINTS, ORT_OPT_LEVELS, UPSAMPLE_MODES, RuntimeOptions
 
 
 def choices(name: str, values: Sequence[object]) -> type[Enum]:
@@ -97,6 +98,7 @@ def listed(values: Sequence[object]) -> str:
 # --- options several commands share -------------------------------------------------------------
 
 RUNTIME_PANEL = "Runtime options"
+RUNTIME_DEFAULTS = RuntimeOptions()  # what runtime.load does unless told otherwise: the flags' defaults
 Threads = Annotated[int, typer.Option(min=0, help="intra-op threads (0: the backend decides)",
                                       rich_help_panel=RUNTIME_PANEL)]
 OrtOptimizationOpt = Annotated[OrtOptimization, typer.Option("--ort-optimization",
