@@ -13,6 +13,7 @@ import contextlib
 import signal
 import sys
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Iterator, List, Optional
@@ -78,6 +79,7 @@ def infer(
     engine_cache: EngineCache = None,
 ) -> int:
     import runtime
+    from runtime.files import new_numbered_dir
     from runtime.sources import csi_camera_pipeline, sort_sources
 
     if csi_camera:
@@ -90,7 +92,7 @@ def infer(
     images, videos = sort_sources(sources)
     claimed = None
     if out is None:
-        out = claimed = _claim_run_folder()
+        out = claimed = new_numbered_dir(RUNS_FOLDER)
         force = True  # the folder is new and ours
     settings = VideoSettings(masks, alpha, force, max_frames, duration, queue_size, not no_progress)
     try:
@@ -107,12 +109,6 @@ def infer(
     if claimed is not None:
         print(f"results in {claimed}")
     return code
-
-
-def _claim_run_folder() -> Path:
-    from runtime.files import new_numbered_dir
-
-    return new_numbered_dir(RUNS_FOLDER)
 
 
 @dataclass(frozen=True)
@@ -139,7 +135,7 @@ def _plan_outputs(images: list[Path], videos: list[tuple[str, str]], out: Path, 
         check_writable(path, settings.force)
         if settings.masks:
             check_writable(_masks_dir(path), settings.force)
-    repeated = sorted({str(p) for p in video_paths if video_paths.count(p) > 1})
+    repeated = sorted(str(path) for path, n in Counter(video_paths).items() if n > 1)
     if repeated:
         raise EdgeDeeplabError(f"two videos would both be written to {repeated[0]}; run them separately")
     return OutputPlan(single, _unique_stems(images), video_paths)
@@ -147,14 +143,14 @@ def _plan_outputs(images: list[Path], videos: list[tuple[str, str]], out: Path, 
 
 def _unique_stems(images: list[Path]) -> dict[Path, str]:
     """Each image's output stem: its own, or ``folder_stem`` when two sources share a stem."""
-    counts: dict[str, int] = {}
-    for path in images:
-        counts[path.stem] = counts.get(path.stem, 0) + 1
+    counts = Counter(path.stem for path in images)
     names: dict[Path, str] = {}
+    taken: set[str] = set()  # a set, not names.values(): a folder of 10,000 frames stays linear
     for path in images:
         name = path.stem if counts[path.stem] == 1 else f"{path.parent.name}_{path.stem}"
-        while name in names.values():
+        while name in taken:
             name += "_"
+        taken.add(name)
         names[path] = name
     return names
 
