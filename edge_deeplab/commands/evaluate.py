@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from edge_deeplab.commands.options import OutputStride, parse_widths, stride
+from edge_deeplab.commands.options import OutputStride, listed, parse_widths, stride
+from edge_deeplab.evaluate import DEFAULT_BAND_WIDTHS
 from runtime.errors import EdgeDeeplabError
 from runtime.files import atomic_write_text, check_writable
 
@@ -29,7 +30,8 @@ def evaluate(
         help="run a checkpoint at this output stride", show_default="the checkpoint's")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="score at most this many images",
                                                  show_default="all")] = None,
-    band_widths: Annotated[str, typer.Option(help="trimap band widths in pixels, comma-separated")] = "2,4,8,16",
+    band_widths: Annotated[str, typer.Option(help="trimap band widths in pixels, comma-separated")
+                           ] = listed(DEFAULT_BAND_WIDTHS),
     device: Annotated[str, typer.Option(help="torch device for checkpoints")] = "cpu",
     json_path: Annotated[Optional[Path], typer.Option("--json", help="also write the figures to this JSON file")] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --json file")] = False,

@@ -22,11 +22,12 @@ import typer
 from click.core import ParameterSource
 
 from calibration.ranges import DEFAULT_METHOD
-from edge_deeplab.commands.options import CalibMethod, listed
-from edge_deeplab.commands.report import (BandWidth, BandWidths, CalibData, CalibImages, CalibMethodOpt, CalibSeed,
-                                          Data, InputSize, KeepBundles, MaxDrop, OutputStrides, Precisions, Runs,
-                                          Split, Threads, Verbose, Warmup, check_numbers, print_summary,
-                                          report_args, report_checkpoint, targets_option, val_images_option)
+from edge_deeplab.commands.options import RUNTIME_DEFAULTS, CalibMethod, Threads, listed
+from edge_deeplab.commands.report import (BAND_WIDTHS, HEADLINE_BAND_WIDTH, BandWidth, BandWidths, CalibData,
+                                          CalibImages, CalibMethodOpt, CalibSeed, Data, InputSize, KeepBundles,
+                                          MaxDrop, OutputStrides, Precisions, Runs, Split, Verbose, Warmup,
+                                          check_numbers, print_summary, report_args, report_checkpoint,
+                                          targets_option, val_images_option)
 from edge_deeplab.config import DEFAULT_ITERATIONS, TrainConfig, make_config
 from edge_deeplab.models.config import OUTPUT_STRIDES
 from runtime.errors import EdgeDeeplabError
@@ -81,9 +82,9 @@ def pipeline(
     max_drop: MaxDrop = None,
     runs: Runs = 20,
     warmup: Warmup = 3,
-    threads: Threads = 0,
-    band_widths: BandWidths = "2,4,8,16",
-    band_width: BandWidth = 4,
+    threads: Threads = RUNTIME_DEFAULTS.threads,
+    band_widths: BandWidths = BAND_WIDTHS,
+    band_width: BandWidth = HEADLINE_BAND_WIDTH,
     keep_bundles: KeepBundles = True,
     verbose: Verbose = False,
 ) -> int:

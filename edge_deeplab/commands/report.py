@@ -18,7 +18,9 @@ from typing import Annotated, Any, List, Optional
 import typer
 
 from calibration.ranges import DEFAULT_METHOD
-from edge_deeplab.commands.options import CalibMethod, listed, parse_list, parse_widths, size_option
+from edge_deeplab.commands.options import (RUNTIME_DEFAULTS, CalibMethod, Threads, listed, parse_list, parse_widths,
+                                           size_option)
+from edge_deeplab.evaluate import DEFAULT_BAND_WIDTHS
 from edge_deeplab.export import check_input_size_limit
 from edge_deeplab.models.config import OUTPUT_STRIDES
 from runtime.errors import EdgeDeeplabError
@@ -71,20 +73,6 @@ Data = Annotated[Optional[str], typer.Option(help="labelled dataset to score on 
 Split = Annotated[str, typer.Option(help="dataset split to score")]
 OutputStrides = Annotated[str, typer.Option(metavar="LIST", help=f"output strides to export and compare, from "
                                                                  f"{listed(OUTPUT_STRIDES)}")]
-
-
-def targets_option(shown: str) -> Any:
-    """``--targets``; ``shown`` is what the command measures when it is not given."""
-    return typer.Option(metavar="LIST", show_default=shown, help=f"targets, from {listed(TARGETS)}; one this machine "
-                                                                 "cannot run is listed as not measured, with the reason")
-
-
-def val_images_option(shown: str | bool = True) -> Any:
-    """``--val-images`` (alias ``--limit``); ``shown``: its default as --help states it."""
-    return typer.Option("--val-images", "--limit", metavar="N", min=1, help="score at most N images",
-                        show_default=shown)
-
-
 Precisions = Annotated[str, typer.Option(metavar="LIST", help=f"precisions, from {listed(PRECISIONS)}; each target "
                                                               "gets those it offers")]
 InputSize = Annotated[Optional[str], typer.Option(
@@ -101,11 +89,27 @@ MaxDrop = Annotated[Optional[float], typer.Option(
                                     "in points", show_default="no guard")]
 Runs = Annotated[int, typer.Option(min=1, help="timed runs per bundle")]
 Warmup = Annotated[int, typer.Option(min=0, help="untimed runs per bundle first")]
-Threads = Annotated[int, typer.Option(min=0, help="runtime intra-op threads (0: the backend's choice)")]
 BandWidths = Annotated[str, typer.Option(help="trimap band widths for boundary mIoU, pixels, comma-separated")]
 BandWidth = Annotated[int, typer.Option(help="the band width shown in the main table (one of --band-widths)")]
 KeepBundles = Annotated[bool, typer.Option(help="keep the exported bundles in <out>/bundles")]
 Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="show the exporters' messages as they come")]
+
+
+def targets_option(shown: str) -> Any:
+    """``--targets``; ``shown`` is what the command measures when it is not given."""
+    return typer.Option(metavar="LIST", show_default=shown, help=f"targets, from {listed(TARGETS)}; one this machine "
+                                                                 "cannot run is listed as not measured, with the reason")
+
+
+def val_images_option(shown: str | bool = True) -> Any:
+    """``--val-images`` (alias ``--limit``); ``shown``: its default as --help states it."""
+    return typer.Option("--val-images", "--limit", metavar="N", min=1, help="score at most N images",
+                        show_default=shown)
+
+
+# Defaults the two commands share; those that differ (images, runs) each command states.
+BAND_WIDTHS = listed(DEFAULT_BAND_WIDTHS)
+HEADLINE_BAND_WIDTH = 4
 
 
 @app.command(help="Export a checkpoint at every output stride, target and precision this machine can build, score "
@@ -138,9 +142,9 @@ def report(
     max_drop: MaxDrop = None,
     runs: Runs = 50,
     warmup: Warmup = 5,
-    threads: Threads = 0,
-    band_widths: BandWidths = "2,4,8,16",
-    band_width: BandWidth = 4,
+    threads: Threads = RUNTIME_DEFAULTS.threads,
+    band_widths: BandWidths = BAND_WIDTHS,
+    band_width: BandWidth = HEADLINE_BAND_WIDTH,
     keep_bundles: KeepBundles = True,
     verbose: Verbose = False,
 ) -> int:
