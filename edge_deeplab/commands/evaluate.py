@@ -33,7 +33,8 @@ def evaluate(
     band_widths: Annotated[str, typer.Option(help="trimap band widths in pixels, comma-separated")
                            ] = listed(DEFAULT_BAND_WIDTHS),
     device: Annotated[str, typer.Option(help="torch device for checkpoints")] = "cpu",
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="also write the figures to this JSON file")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="also write the figures to this JSON file")
+                         ] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --json file")] = False,
 ) -> int:
     from edge_deeplab.data.base import open_dataset

@@ -20,7 +20,7 @@ from edge_deeplab.commands.options import (CalibMethod, OutputStride, Outputs, P
 from edge_deeplab.export import (check_classes, check_input_size_limit, checkpoint_miou, default_input_size,
                                  open_calibration, open_if_readable)
 from runtime.errors import EdgeDeeplabError
-from runtime.manifest import DEFAULT_PRECISION, TARGET_PRECISIONS
+from runtime.manifest import DEFAULT_PRECISION, MASK, TARGET_PRECISIONS
 
 VERIFY_IMAGES = 4
 app = typer.Typer()
@@ -63,13 +63,14 @@ def export(
     output_stride: Annotated[Optional[OutputStride], typer.Option(
         help="run the weights at this output stride", show_default="the checkpoint's")] = None,
     input_size: Annotated[Optional[str], typer.Option(  # (height, width) once parsed
-        metavar="HxW", callback=size_option, help="static input size, or the size a --dynamic model is verified and tuned at",
+        metavar="HxW", callback=size_option,
+        help="static input size, or the size a --dynamic model is verified and tuned at",
         show_default="the size the checkpoint was evaluated at, so the bundle keeps its mIoU")] = None,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="dynamic batch, height and width")] = False,
     outputs: Annotated[Outputs, typer.Option(
         help="what the graph returns: the class mask (ArgMax inside the graph, one byte per pixel), the logits "
-             "(for soft outputs), or both")] = Outputs("mask"),
-    float_input: Annotated[bool, typer.Option("--float-input", 
+             "(for soft outputs), or both")] = Outputs(MASK),
+    float_input: Annotated[bool, typer.Option("--float-input",
         help="take normalized float32 input (normalization on the host) instead of uint8 RGB with the "
              "normalization inside the graph")] = False,
     calib_data: Annotated[Optional[str], typer.Option(
@@ -114,19 +115,15 @@ def build_request(args: ExportArgs):
     from edge_deeplab.checkpoint import load_checkpoint
     from edge_deeplab.data.base import open_dataset
     from edge_deeplab.metrics import miou_function
-    from exporters.bundle import (CalibrationInput, ExportRequest, ValidationInput, check_outputs, check_request,
-                                  check_target)
+    from exporters.bundle import CalibrationInput, ExportRequest, ValidationInput, check_request, check_target
     from runtime.files import check_writable, sha256_file
 
+    # --outputs, --calib-images and --val-images are checked by their options (choices, min=1), and the
+    # outputs once more by check_request with everything else about the request.
     precision = check_target(args.target, args.precision)
-    check_outputs(args.outputs)
     if args.input_size:
         check_input_size_limit(*args.input_size)
     check_writable(args.out, args.force)
-    if args.calib_images < 1:
-        raise EdgeDeeplabError(f"--calib-images must be at least 1, got {args.calib_images}")
-    if args.val_images < 1:
-        raise EdgeDeeplabError(f"--val-images must be at least 1, got {args.val_images}")
     ckpt = load_checkpoint(args.checkpoint)
     classes = list(ckpt.classes)
     # INT8 calibrates on the training data the checkpoint records unless told otherwise.

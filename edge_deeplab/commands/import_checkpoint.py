@@ -23,7 +23,8 @@ app = typer.Typer()
 
 @app.command(help="Convert a DeepLabV3+ checkpoint of VainF/DeepLabV3Plus-Pytorch (a .pth holding 'model_state', e.g. "
                   "best_deeplabv3plus_mobilenet_voc_os16.pth; mobilenet, resnet50 or resnet101 backbone) into an "
-                  "edge-deeplab checkpoint for evaluate, export and report. Every tensor is mapped and loaded strictly.")
+                  "edge-deeplab checkpoint for evaluate, export and report. Every tensor is mapped and loaded "
+                  "strictly.")
 def import_checkpoint(
     checkpoint: Annotated[Path, typer.Argument(help="the VainF .pth file", show_default=False)],
     out: Annotated[Path, typer.Option(help="edge-deeplab checkpoint to write (.pt)", show_default=False)],

@@ -21,7 +21,8 @@ from typing import Annotated, Any, Iterator, List, Optional
 import typer
 
 from edge_deeplab.commands.options import (RUNTIME_DEFAULTS, EngineCache, OrtOptimization, OrtOptimizationOpt,
-                                           OvDevice, OvHint, OvHintOpt, OvPrecisionOpt, Threads, Upsample, runtime_options)
+                                           OvDevice, OvHint, OvHintOpt, OvPrecisionOpt, Threads, Upsample,
+                                           runtime_options)
 from runtime.errors import EdgeDeeplabError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
@@ -58,7 +59,8 @@ def infer(
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="overlay opacity of the colour mask")] = 0.5,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
     upsample: Annotated[Upsample, typer.Option(
-        help="resize the argmax mask (fast) or the logits (bilinear, smoother) to the image size")] = Upsample(RUNTIME_DEFAULTS.upsample),
+        help="resize the argmax mask (fast) or the logits (bilinear, smoother) to the image size")
+                        ] = Upsample(RUNTIME_DEFAULTS.upsample),
     max_frames: Annotated[Optional[int], typer.Option(min=1, help="stop a video/camera/stream after N frames",
                                                       show_default="the end of the stream")] = None,
     duration: Annotated[Optional[float], typer.Option(help="stop a video/camera/stream after S seconds",

@@ -97,8 +97,9 @@ Verbose = Annotated[bool, typer.Option("-v", "--verbose", help="show the exporte
 
 def targets_option(shown: str) -> Any:
     """``--targets``; ``shown`` is what the command measures when it is not given."""
-    return typer.Option(metavar="LIST", show_default=shown, help=f"targets, from {listed(TARGETS)}; one this machine "
-                                                                 "cannot run is listed as not measured, with the reason")
+    return typer.Option(metavar="LIST", show_default=shown,
+                        help=f"targets, from {listed(TARGETS)}; one this machine cannot run is listed as not "
+                             "measured, with the reason")
 
 
 def val_images_option(shown: str | bool = True) -> Any:
