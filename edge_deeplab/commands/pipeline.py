@@ -38,9 +38,11 @@ from runtime.manifest import PRECISIONS, TARGETS
 HEADS = {"dense": False, "separable": True}
 # What --quick changes, for the options not given on the command line: a quarter of the default
 # separable training, INT8 for the two CPU runtimes beside their FP32 references, fewer images
-# and runs. About 6 minutes on the 2-core development CPU (README, "Quick start").
+# and runs. About 6 minutes on the 2-core development CPU, install included (README, "Install and
+# try it").
 QUICK = {"out": Path("runs/quick"), "iterations": 800, "targets": "onnx,onnxruntime,openvino",
          "precisions": "fp32,int8", "val_images": 30, "calib_images": 32, "runs": 10, "warmup": 2}
+TRAIN_DEFAULTS = TrainConfig()
 app = typer.Typer()
 
 
@@ -64,8 +66,8 @@ def pipeline(
         show_default=f"each head's own: {DEFAULT_ITERATIONS[True]} separable, {DEFAULT_ITERATIONS[False]} dense, "
                      "the same training time")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="training batch size",
-                                                      show_default=str(TrainConfig().batch_size))] = None,
-    seed: Annotated[Optional[int], typer.Option(help="training seed", show_default=str(TrainConfig().seed))] = None,
+                                                      show_default=str(TRAIN_DEFAULTS.batch_size))] = None,
+    seed: Annotated[Optional[int], typer.Option(help="training seed", show_default=str(TRAIN_DEFAULTS.seed))] = None,
     force: Annotated[bool, typer.Option("--force", help="train again even if <out>/<head> holds a finished run")
                      ] = False,
     data: Data = None,
