@@ -38,9 +38,9 @@ TINY_TRAIN = ["--data", "synthetic:size=32,n=8", "--width-mult", "0.35", "--batc
               "--iterations", "1", "--val-every", "1", "--val-images", "2", "--workers", "0"]
 
 
-def cli(*args: str | Path, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
-    """``edge-deeplab ARGS`` in a subprocess, as a user runs it."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
+def cli(*args: str | Path, cwd: Path, timeout: float = 180, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``edge-deeplab ARGS`` in a subprocess, as a user runs it (``env``: variables to add)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2", **(env or {})}
     return subprocess.run([sys.executable, "-m", "edge_deeplab.cli", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

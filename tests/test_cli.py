@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,20 +12,16 @@ from PIL import Image
 
 from edge_deeplab.cli import main
 from runtime.manifest import TARGETS
+from test_bad_inputs import cli as run_cli
 from test_runtime_bundles import build_bundle
 
-ROOT = Path(__file__).resolve().parents[1]
+def cli(*args: object, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``edge-deeplab ARGS`` as test_bad_inputs runs it, with --help laid out 200 columns wide."""
+    return run_cli(*args, cwd=cwd, env={"COLUMNS": "200", **(env or {})})
 
 
-def cli(*args: object, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """``edge-deeplab ARGS`` in a fresh interpreter, as a user runs it."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "edge_deeplab.cli", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def test_help_shows_each_options_default_and_its_choices_from_the_tables():
-    proc = cli("export", "--help")
+def test_help_shows_each_options_default_and_its_choices_from_the_tables(tmp_path):
+    proc = cli("export", "--help", cwd=tmp_path)
     assert proc.returncode == 0
     assert f"[{'|'.join(TARGETS)}]" in proc.stdout  # built from runtime.manifest.TARGETS
     assert "[8|16|32]" in proc.stdout and "[minmax|entropy|percentile]" in proc.stdout
@@ -51,17 +45,17 @@ def test_usage_errors_are_one_line_with_exit_status_2(args, message, tmp_path):
     assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
 
 
-def test_no_command_shows_the_help_and_exits_2():
-    proc = cli()
+def test_no_command_shows_the_help_and_exits_2(tmp_path):
+    proc = cli(cwd=tmp_path)
     assert proc.returncode == 2 and "Usage: edge-deeplab" in proc.stdout and "import-checkpoint" in proc.stdout
     assert proc.stderr == ""
 
 
-def test_shell_completion_offers_the_choices():
-    proc = cli(env={"_EDGE_DEEPLAB_COMPLETE": "complete_bash", "COMP_WORDS": "edge-deeplab export m.pt --target o",
+def test_shell_completion_offers_the_choices(tmp_path):
+    proc = cli(cwd=tmp_path, env={"_EDGE_DEEPLAB_COMPLETE": "complete_bash", "COMP_WORDS": "edge-deeplab export m.pt --target o",
                     "COMP_CWORD": "4"})
     assert proc.stdout.split() == [t for t in TARGETS if t.startswith("o")]
-    assert cli("--show-completion", "bash").stdout.count("_EDGE_DEEPLAB_COMPLETE") == 1
+    assert cli("--show-completion", "bash", cwd=tmp_path).stdout.count("_EDGE_DEEPLAB_COMPLETE") == 1
 
 
 def _png(path: Path, seed: int) -> Path:
