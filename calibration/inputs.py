@@ -7,7 +7,6 @@ different normalization) are wrong ranges. So this module calls the runtime's ow
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -49,12 +48,11 @@ def prepare_samples(
     progress: bool = True,
 ) -> list[PreparedImage]:
     """Read and prepare the given dataset samples, with a progress bar when stderr is a terminal."""
-    from tqdm import tqdm
+    from runtime.progress import progress_bar
 
     indices = list(indices)
     out = []
-    for index in tqdm(indices, desc=label, unit="img", file=sys.stderr, dynamic_ncols=True,
-                      disable=not (progress and sys.stderr.isatty()), leave=False):
+    for index in progress_bar(indices, desc=label, unit="img", leave=False, enabled=progress):
         sample = dataset[index]
         array, placement = prepare(sample.image, spec)
         out.append(PreparedImage(array, placement, getattr(sample, "mask", None), str(sample.name)))

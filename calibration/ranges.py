@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -117,10 +116,10 @@ def compute_ranges(
             extra_options={"symmetric": False},
         )
         from calibration.ort_reader import ArrayReader
-        from tqdm import tqdm
+        from runtime.progress import progress_bar
 
-        with tqdm(total=len(arrays), desc=f"calibrating ({method})", unit="img", file=sys.stderr,
-                  dynamic_ncols=True, disable=not (progress and sys.stderr.isatty()), leave=False) as bar:
+        with progress_bar(total=len(arrays), desc=f"calibrating ({method})", unit="img", leave=False,
+                          enabled=progress) as bar:
             for start_index in range(0, len(arrays), CHUNK):
                 chunk = arrays[start_index : start_index + CHUNK]
                 calibrator.collect_data(ArrayReader(input_name, chunk, on_done=bar.update))

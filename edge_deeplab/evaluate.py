@@ -7,12 +7,12 @@ comparable with the checkpoint's on the training machine.
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from edge_deeplab.metrics import SegmentationMetrics
+from runtime.progress import progress_bar
 
 DEFAULT_BAND_WIDTHS = (2, 4, 8, 16)
 
@@ -33,11 +33,7 @@ def score_predictions(
     """
     metrics = SegmentationMetrics(dataset.classes, dataset.ignore_index, tuple(band_widths))
     count = len(dataset) if limit is None else min(limit, len(dataset))
-    indices: Iterable[int] = range(count)
-    if progress:
-        from tqdm import tqdm
-
-        indices = tqdm(indices, desc=desc, unit="img", dynamic_ncols=True, file=sys.stderr, leave=False)
+    indices = progress_bar(range(count), desc=desc, unit="img", leave=False, enabled=progress)
     largest = [0, 0]
     for i in indices:
         sample = dataset[i]

@@ -6,7 +6,6 @@ Torch-free at import; :func:`checkpoint_miou` runs the PyTorch model it is given
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -93,5 +92,5 @@ def checkpoint_miou(model, validation) -> float:
     from edge_deeplab.evaluate import score_predictions, torch_predictor
 
     summary = score_predictions(torch_predictor(model), validation.dataset, limit=len(validation.indices),
-                                band_widths=(), progress=sys.stderr.isatty(), desc="scoring the checkpoint")
+                                band_widths=(), desc="scoring the checkpoint")
     return float(summary["miou"])

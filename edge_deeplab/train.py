@@ -26,6 +26,7 @@ import numpy as np
 from edge_deeplab.config import TrainConfig
 from runtime.errors import EdgeDeeplabError
 from runtime.files import atomic_write_text
+from runtime.progress import progress_bar
 
 
 @dataclass
@@ -289,13 +290,9 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, progre
             },
         )
 
-    show_bars = progress and sys.stderr.isatty()
-    progress = None
+    bar = None
     if dist.is_main:
-        from tqdm import tqdm
-
-        progress = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr,
-                        disable=not show_bars)
+        bar = progress_bar(total=total, initial=start, desc="train", unit="step", enabled=progress)
     log_path = out / "log.jsonl"
     model.train()
     step = start
@@ -318,23 +315,23 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, progre
             scaler.update()
             step += 1
             smooth_loss = loss.item() if smooth_loss is None else 0.9 * smooth_loss + 0.1 * loss.item()
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{smooth_loss:.3f}", lr=f"{lr:.4f}")
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{smooth_loss:.3f}", lr=f"{lr:.4f}")
             if step % config.val_every == 0 or step == total:
                 if dist.is_main:
                     model.eval()
                     # Its own bar (under the training bar, removed when done): a pass over the
                     # validation images takes a while, and the training bar stands still meanwhile.
                     metrics = score_predictions(torch_predictor(model, device), val_set, config.val_images,
-                                                progress=show_bars, desc=f"validating at step {step}")
+                                                progress=progress, desc=f"validating at step {step}")
                     model.train()
                     eval_input_size = metrics["input_size"]
                     record = {"step": step, "loss": smooth_loss, "lr": lr, "seconds": round(time.perf_counter() - t0, 1), "miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"]}
                     with open(log_path, "a", encoding="utf-8") as fh:
                         fh.write(json.dumps(record) + "\n")
-                    if progress is not None:
-                        progress.write(f"step {step}/{total}: loss {smooth_loss:.3f}  val mIoU {metrics['miou']:.4f}  pixel acc {metrics['pixel_accuracy']:.4f}")
+                    if bar is not None:
+                        bar.write(f"step {step}/{total}: loss {smooth_loss:.3f}  val mIoU {metrics['miou']:.4f}  pixel acc {metrics['pixel_accuracy']:.4f}")
                     summary = {"step": step, "miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"]}
                     if metrics["miou"] > best_miou:
                         best_miou = metrics["miou"]
@@ -357,8 +354,8 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, progre
             print(f"\ninterrupted at step {step}; continue with --resume", file=sys.stderr)
         raise
     finally:
-        if progress is not None:
-            progress.close()
+        if bar is not None:
+            bar.close()
     if dist.world_size > 1:
         import torch.distributed as torch_dist
 

@@ -40,6 +40,7 @@ from runtime.errors import EdgeDeeplabError
 from runtime.files import atomic_dir, atomic_write_text, check_writable
 from runtime.manifest import (DEFAULT_PRECISION, LOGITS, OUTPUT_CHOICES, PRECISIONS, TARGET_PRECISIONS, TARGETS,
                               InputSpec, Manifest, write_manifest)
+from runtime.progress import progress_bar
 
 SENSITIVITY_IMAGES = 4  # images for the per-layer SQNR ranking: enough for a stable order
 # A bundle scoring this many mIoU points below its checkpoint (at the checkpoint's native size)
@@ -182,7 +183,6 @@ class _Exporter:
         self.calibration_info: dict | None = None
         self.verification: dict = {}
         self.extra: dict = {}
-        self.bars = req.progress and sys.stderr.isatty()
 
     def step(self, message: str) -> None:
         self.step_no += 1
@@ -191,11 +191,9 @@ class _Exporter:
     def score(self, run, what: str) -> float:
         """mIoU of ``run`` on the validation images, with a bar: a pass over them is the slow part
         of scoring a bundle and of every accuracy-guard step, and prints nothing until it ends."""
-        from tqdm import tqdm
-
         validation = self.validation
-        with tqdm(total=len(validation.items), desc=what, unit="img", file=sys.stderr, dynamic_ncols=True,
-                  disable=not self.bars, leave=False) as bar:
+        with progress_bar(total=len(validation.items), desc=what, unit="img", leave=False,
+                          enabled=self.req.progress) as bar:
             def counted(array: np.ndarray):
                 outputs = run(array)
                 bar.update(1)

@@ -11,7 +11,6 @@ QDQ rewrite, so both graphs expose the same names.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -73,7 +72,7 @@ def rank_layers(fp32_path: str | Path, int8_path: str | Path, arrays: Sequence[n
     (both models run on each, every conv's tensors kept), on stderr when it is a terminal.
     """
     import onnx
-    from tqdm import tqdm
+    from runtime.progress import progress_bar
 
     graph = onnx.load(str(int8_path)).graph
     producer = {o: n for n in graph.node for o in n.output}
@@ -108,8 +107,8 @@ def rank_layers(fp32_path: str | Path, int8_path: str | Path, arrays: Sequence[n
     noise: dict[tuple[str, str], float] = {}
     runs = zip(_run_all(_with_outputs(Path(fp32_path), fp32_names), fp32_names, arrays),
                _run_all(_with_outputs(Path(int8_path), int8_names), int8_names, arrays))
-    bar = tqdm(runs, total=len(arrays), desc="ranking layers by INT8 noise", unit="img", file=sys.stderr,
-               dynamic_ncols=True, disable=not (progress and sys.stderr.isatty()), leave=False)
+    bar = progress_bar(runs, total=len(arrays), desc="ranking layers by INT8 noise", unit="img", leave=False,
+                       enabled=progress)
     for ref, test in bar:
         for before, after in pairs.values():
             for pair in (before, after):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -77,10 +76,9 @@ def benchmark(
     if not segmenters:
         raise EdgeDeeplabError(f"none of the {len(failed)} bundle(s) can run here; {failed[0]}")
     try:
-        from tqdm import tqdm
+        from runtime.progress import progress_bar
 
-        with tqdm(total=(runs + warmup) * len(segmenters), unit="run", file=sys.stderr, dynamic_ncols=True,
-                  disable=no_progress or not sys.stderr.isatty()) as bar:
+        with progress_bar(total=(runs + warmup) * len(segmenters), unit="run", enabled=not no_progress) as bar:
             stats = compare(segmenters, [image], runs=runs, warmup=warmup, progress=bar.update)
     finally:
         for seg in segmenters.values():

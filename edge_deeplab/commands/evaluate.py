@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -71,7 +70,7 @@ def evaluate(
             f"dataset {data_spec} has {len(dataset.classes)} classes {list(dataset.classes)[:4]}..., "
             f"the model was trained on {len(classes)} {list(classes)[:4]}..."
         )
-    summary = score_predictions(predict, dataset, limit, widths, progress=sys.stderr.isatty())
+    summary = score_predictions(predict, dataset, limit, widths)
     summary.update(info, data=data_spec, split=split)
     title = f"{path} on {data_spec}/{split}" + (f" at output stride {info['output_stride']}" if info.get("output_stride") else "")
     print(format_table(summary, title))

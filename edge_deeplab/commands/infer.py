@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from edge_deeplab.commands.options import (RUNTIME_DEFAULTS, EngineCache, OrtOpt
                                            OvDevice, OvHint, OvHintOpt, OvPrecisionOpt, Threads, Upsample,
                                            runtime_options)
 from runtime.errors import EdgeDeeplabError
+from runtime.progress import progress_bar
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 RUNS_FOLDER = Path("runs/infer")
@@ -166,21 +166,13 @@ def _masks_dir(video: Path) -> Path:
     return video.with_name(f"{video.stem}_masks")
 
 
-def _progress(total: int | None, disabled: bool, unit: str):
-    """A bar on stderr, drawn only on a terminal (a log file gets the summary lines, not redraws)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit=unit, disable=disabled or not sys.stderr.isatty(), file=sys.stderr,
-                dynamic_ncols=True)
-
-
 def _segment_images(seg, images: list[Path], out: Path, plan: OutputPlan, settings: VideoSettings) -> list[str]:
     """Write each image's overlay (and mask) into ``out``, or to the single file; return the skipped ones."""
     import runtime
     from runtime.images import write_image, write_mask
 
     skipped: list[str] = []
-    with _progress(len(images), not settings.progress or len(images) < 2, "img") as bar:
+    with progress_bar(total=len(images), unit="img", enabled=settings.progress and len(images) > 1) as bar:
         for path in images:
             try:
                 image = runtime.read_image(path)
@@ -285,7 +277,7 @@ def _run_video(seg, source: str, kind: str, out_path: Path, settings: VideoSetti
             total = declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
             if settings.max_frames is not None and total is not None:
                 total = min(total, settings.max_frames)
-        with _progress(total, not settings.progress, "frame") as bar, _sigterm_as_interrupt():
+        with progress_bar(total=total, unit="frame", enabled=settings.progress) as bar, _sigterm_as_interrupt():
             stats = run_video(
                 capture_frames(cap),
                 seg.predict,

@@ -110,7 +110,7 @@ def check_dataset(
     listing-time ``problems``. A :class:`SampleProblem` (or any :class:`EdgeDeeplabError`) from
     one sample is recorded and the check goes on with the next.
     """
-    from tqdm import tqdm
+    from runtime.progress import progress_bar
 
     num_classes = dataset.num_classes
     result = CheckResult(
@@ -124,7 +124,7 @@ def check_dataset(
     listing_problems: Iterable[Problem] = getattr(dataset, "problems", ())
     for problem in listing_problems:
         result.add_problem(problem, max_problems)
-    for index in tqdm(range(len(dataset)), desc="checking", unit="img", disable=None if progress else True):
+    for index in progress_bar(range(len(dataset)), desc="checking", unit="img", enabled=progress):
         try:
             sample = dataset[index]
         except SampleProblem as exc:

@@ -31,10 +31,9 @@ class Progress:
     """
 
     def __init__(self, total: int, desc: str = "report") -> None:
-        from tqdm import tqdm
+        from runtime.progress import progress_bar
 
-        self.bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr,
-                        disable=not sys.stderr.isatty())
+        self.bar = progress_bar(total=total, desc=desc, unit="step")
         self.started = False
 
     def __call__(self, what: str) -> None:
