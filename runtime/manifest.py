@@ -17,8 +17,9 @@ from runtime.errors import BundleError
 from runtime.files import atomic_write_text, sha256_file
 
 # 2: ``outputs`` (the model's named outputs: a class mask, logits or both) replaces ``output_name``.
-# Version 1 manifests (logits only) are still read.
-SCHEMA_VERSION = 2
+# 3: ``int8_kernels`` (which CPUs compute an onnxruntime INT8 bundle's sums exactly).
+# Version 1 and 2 manifests are still read.
+SCHEMA_VERSION = 3
 MANIFEST_NAME = "model.json"
 
 MASK = "mask"  # N x H x W class indices (uint8 up to 256 classes, else int32): ArgMax inside the graph
@@ -83,6 +84,7 @@ class Manifest:
     verification: dict[str, Any] = field(default_factory=dict)  # max_abs_diff, argmax_agreement
     tools: dict[str, str] = field(default_factory=dict)  # tool versions used to build the bundle
     extra: dict[str, Any] = field(default_factory=dict)  # target-specific (e.g. trtexec command)
+    int8_kernels: dict[str, Any] | None = None  # onnxruntime INT8: weight bits, CPUs that run it exactly
     checksums: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     schema_version: int = SCHEMA_VERSION
 
@@ -186,7 +188,11 @@ _FIELD_TYPES: dict[str, Any] = {
     "palette": _LIST, "mean": _LIST, "std": _LIST, "outputs": _LIST, "output_name": _STR, "ignore_index": _INT,
     "model": _OBJECT, "source": _OBJECT, "calibration": (_OBJECT, type(None)), "verification": _OBJECT,
     "tools": _OBJECT, "extra": _OBJECT, "checksums": _OBJECT, "schema_version": _INT,
+    "int8_kernels": (_OBJECT, type(None)),
 }
+# ``int8_kernels``: the fields the runtime reads, and the values it understands (see exporters.saturation).
+RUNS_EXACTLY_ON = ("any", "vnni")
+_INT8_KERNEL_INTS = ("weight_bits", "gemm_convs", "convs_over_int16", "worst_pair_sum", "int16_limit")
 _INPUT_TYPES: dict[str, Any] = {"name": _STR, "shape": _LIST, "dtype": _STR, "layout": _STR, "color": _STR, "resize": _STR}
 _INPUT_VALUES: dict[str, tuple[str, ...]] = {
     "dtype": ("float32", "uint8"), "layout": ("NCHW",), "color": ("RGB",), "resize": ("pad", "stretch"),
@@ -240,6 +246,30 @@ def check_field_types(data: dict[str, Any], path: Path) -> None:
             raise BundleError(f'{path}: "{name}" must be three numbers (R, G, B), not {json.dumps(values)[:60]}')
     if any(v <= 0 for v in data.get("std", [1])):
         raise BundleError(f'{path}: "std" must be positive, not {json.dumps(data["std"])[:60]}')
+    check_int8_kernels(data.get("int8_kernels"), path)
+
+
+def check_int8_kernels(record: Any, path: Path) -> None:
+    """The INT8 kernel record must say which CPUs run the bundle exactly in words the runtime
+    knows: a damaged one would otherwise silently skip the saturation warning."""
+    if record is None:
+        return
+    where = '"int8_kernels.runs_exactly_on"'
+    if record.get("runs_exactly_on") not in RUNS_EXACTLY_ON:
+        raise BundleError(f"{path}: {where} must be one of {', '.join(RUNS_EXACTLY_ON)}, "
+                          f"not {json.dumps(record.get('runs_exactly_on'))[:60]}; re-export the bundle")
+    for name in _INT8_KERNEL_INTS:
+        if name in record:
+            _expect(record[name], _INT, f'"int8_kernels.{name}"', path)
+    if not 2 <= record.get("weight_bits", 8) <= 8:
+        raise BundleError(f'{path}: "int8_kernels.weight_bits" must be 2-8, not {record["weight_bits"]}')
+    measured = record.get("fused_vs_exact")
+    if measured is not None:
+        _expect(measured, _OBJECT, '"int8_kernels.fused_vs_exact"', path)
+        agreement = measured.get("agreement")
+        if not (_is(agreement, _NUMBER) and 0 <= agreement <= 1):
+            raise BundleError(f'{path}: "int8_kernels.fused_vs_exact.agreement" must be a number 0-1, '
+                              f'not {json.dumps(agreement)[:60]}')
 
 
 def check_file_names(manifest: Manifest, path: Path) -> None:
