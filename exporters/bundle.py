@@ -31,11 +31,12 @@ from calibration.inputs import InputSpecLite, PreparedImage, prepare_samples
 from runtime.preprocess import Placement
 from calibration.ranges import DEFAULT_METHOD, METHODS, compute_ranges
 from calibration.selection import CalibrationSet
-from exporters import qdq
+from exporters import qdq, saturation
 from exporters.guard import keep_drop_under
 from exporters.onnx import INPUT_NAME, MIN_OPSET, export_onnx, min_input_side, torch_logits
 from exporters.sensitivity import rank_layers
 from exporters.verify import MIN_AGREEMENT, Validation, compare, ort_runner, points, require_agreement
+from runtime.cpu import cpu_info
 from runtime.errors import EdgeDeeplabError
 from runtime.files import atomic_dir, atomic_write_text, check_writable
 from runtime.manifest import (DEFAULT_PRECISION, LOGITS, OUTPUT_CHOICES, PRECISIONS, TARGET_PRECISIONS, TARGETS,
@@ -183,6 +184,7 @@ class _Exporter:
         self.calibration_info: dict | None = None
         self.verification: dict = {}
         self.extra: dict = {}
+        self.int8_kernels: dict | None = None
 
     def step(self, message: str) -> None:
         self.step_no += 1
@@ -333,9 +335,29 @@ class _Exporter:
             })
         shutil.copyfile(chosen, dest)
         self.calibration_info = info
+        if flavor == "cpu":
+            self.record_int8_kernels(dest)
         self.check_against_fp32(ort_runner(dest), "int8", "the INT8 model")
         measured = info.get("measured")
         self.record_accuracy(ort_runner(dest), measured["fp32_miou"] if measured else None)
+
+    def record_int8_kernels(self, model: Path) -> None:
+        """Bound every conv's worst 16-bit pair sum (which CPUs run the bundle exactly) and measure
+        the fused integer kernels against the exact Q/DQ semantics here, on kernels that compute the
+        sums exactly: the agreement ``doctor`` expects on a device when nothing is wrong."""
+        record = saturation.kernel_record(model, qdq.CPU_WEIGHT_BITS)
+        cpu = cpu_info()
+        items = self.validation.items if self.validation is not None else self.verify_items
+        fused, exact = ort_runner(model), ort_runner(model, exact=True)
+        agreement = compare([exact(i.array) for i in items], [fused(i.array) for i in items])
+        kernels_exact = record["runs_exactly_on"] == saturation.ANYWHERE or cpu.int8_pairs_saturate is False
+        record["fused_vs_exact"] = {"agreement": round(agreement.argmax_agreement, 5), "images": len(items),
+                                    "cpu": cpu.model, "kernels_exact": kernels_exact}
+        self.int8_kernels = record
+        where = "every CPU" if record["runs_exactly_on"] == saturation.ANYWHERE else "VNNI CPUs only"
+        self.req.log(f"    int8 kernels: worst pair sum {record['worst_pair_sum']} (int16 holds "
+                     f"{saturation.INT16_MAX}) over {record['gemm_convs']} convs: exact on {where}; fused kernels "
+                     f"vs exact Q/DQ semantics here: mask agreement {agreement.argmax_agreement:.5f}")
 
     # -- targets ------------------------------------------------------------------------------------
     def build(self) -> dict[str, str]:
@@ -441,6 +463,7 @@ class _Exporter:
             verification=self.verification,
             tools=tool_versions(req.target),
             extra=self.extra,
+            int8_kernels=self.int8_kernels,
         )
 
 

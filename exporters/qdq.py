@@ -7,8 +7,11 @@ what their consumer fuses:
 
 - ``cpu`` (the ``onnxruntime`` target): every operator ORT has an INT8 kernel for; activations
   asymmetric uint8, weights symmetric int8 per output channel (U8S8, the combination ORT's x86
-  kernels run fastest with VNNI; ``reduce_range`` off because this is for VNNI-class CPUs, and the
-  manifest records it). ReLU/Clip after a quantized conv are folded into the output's range.
+  kernels run fastest) in 7 bits (``reduce_range``: |w| <= 64). 7-bit weights are what make the
+  bundle compute the same sums on every CPU: x86 without VNNI adds u8 x s8 products in 16-bit
+  pairs, which 8-bit weights overflow and 7-bit ones cannot (:mod:`exporters.saturation`, which
+  also writes the proof into the manifest). ReLU/Clip after a quantized conv are folded into the
+  output's range.
 - ``tensorrt``: TensorRT's Q/DQ placement recommendations, checked against NVIDIA's Model Optimizer
   (``modelopt.onnx.quantization``; ``benchmarks/qdq_placement.py`` prints both side by side):
   symmetric int8 activations (per tensor) and weights (per channel), conv outputs and bias left in
@@ -40,6 +43,8 @@ from calibration.ranges import Ranges, _ort_method
 from runtime.files import atomic_file
 
 FLAVORS = ("cpu", "tensorrt")
+# The cpu flavour's weight width: 7 bits, safe from x86's 16-bit pair saturation by construction.
+CPU_WEIGHT_BITS = 7
 # The op types whose inputs the tensorrt flavour quantizes (outputs stay float: TensorRT decides).
 TENSORRT_OP_TYPES = ["Conv", "Resize", "MaxPool"]
 
@@ -47,8 +52,9 @@ TENSORRT_OP_TYPES = ["Conv", "Resize", "MaxPool"]
 def settings(flavor: str) -> dict:
     """The quantizer settings of a flavour (also recorded in the manifest)."""
     if flavor == "cpu":
-        return {"activation_type": "QUInt8", "weight_type": "QInt8", "per_channel": True, "reduce_range": False,
-                "op_types_to_quantize": "all supported", "activation_symmetric": False, "weight_symmetric": True}
+        return {"activation_type": "QUInt8", "weight_type": "QInt8", "per_channel": True, "reduce_range": True,
+                "weight_bits": CPU_WEIGHT_BITS, "op_types_to_quantize": "all supported",
+                "activation_symmetric": False, "weight_symmetric": True}
     if flavor == "tensorrt":
         return {"activation_type": "QInt8", "weight_type": "QInt8", "per_channel": True, "reduce_range": False,
                 "op_types_to_quantize": list(TENSORRT_OP_TYPES), "activation_symmetric": True, "weight_symmetric": True,
@@ -70,7 +76,7 @@ def quantize(
     common = dict(
         quant_format=QuantFormat.QDQ,
         per_channel=True,
-        reduce_range=False,
+        reduce_range=flavor == "cpu",
         weight_type=QuantType.QInt8,
         nodes_to_exclude=list(exclude),
         calibrate_method=_ort_method(ranges.method),

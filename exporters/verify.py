@@ -32,12 +32,16 @@ Runner = Callable[[np.ndarray], Outputs]  # 1 x 3 x H x W input -> the model's o
 MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.99, "int8": 0.80}
 
 
-def ort_runner(model_path: str | Path, threads: int = 0) -> Runner:
-    """Run an ONNX file on ONNX Runtime's CPU provider (all graph optimizations on)."""
+def ort_runner(model_path: str | Path, threads: int = 0, exact: bool = False) -> Runner:
+    """Run an ONNX file on ONNX Runtime's CPU provider: all graph optimizations on, or (``exact``)
+    none, which runs a Q/DQ graph literally (dequantize, float op, quantize) instead of fused
+    integer kernels."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    if exact:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
     session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
