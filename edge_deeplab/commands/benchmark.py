@@ -47,6 +47,7 @@ def benchmark(
 
     import runtime
     from runtime.benchmark import compare, format_table
+    from runtime.cpu import cpu_info
     from runtime.files import atomic_write_text, check_writable
     from runtime.images import MAX_PIXELS
 
@@ -83,15 +84,17 @@ def benchmark(
     finally:
         for seg in segmenters.values():
             seg.close()
-    print(f"input {image.shape[0]}x{image.shape[1]}, {runs} runs after {warmup} warm-up, "
-          f"{platform.machine()} {platform.processor() or ''}".rstrip())
+    cpu = cpu_info()
+    print(f"input {image.shape[0]}x{image.shape[1]}, {runs} runs after {warmup} warm-up, {cpu.model} "
+          f"({platform.machine()}; INT8: {cpu.describe_int8()})")
     print(format_table(stats))
     if json_path is not None:
         payload = {
             "image_size": list(image.shape[:2]),
             "runs": runs,
             "warmup": warmup,
-            "machine": {"platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor()},
+            "machine": {"platform": platform.platform(), "machine": platform.machine(), "processor": platform.processor(),
+                        "cpu": cpu.to_dict(), "int8_kernels": cpu.describe_int8()},
             "results": [
                 {
                     **s.to_dict(),

@@ -91,6 +91,14 @@ def _line(status: str, name: str, detail: str, fix: str = "") -> str:
     return text + (f"\n        fix: {fix}" if status == "fail" and fix else "")
 
 
+def _int8_line(cpu: dict) -> str:
+    """The CPU's INT8 features and what they mean for ONNX Runtime's integer kernels."""
+    from runtime.cpu import CpuInfo
+
+    return CpuInfo(cpu.get("model", ""), cpu.get("arch", ""), tuple(cpu.get("int8_features", ())),
+                   cpu.get("features_known", False)).describe_int8()
+
+
 def _platform_lines(found) -> list[str]:
     """The platform facts, one per line, 'not found' where absent."""
 
@@ -100,6 +108,8 @@ def _platform_lines(found) -> list[str]:
     cuda = ", ".join(f"{k} {v}" for k, v in found.cuda.items())
     rows = [
         ("machine", f"{found.machine}, {found.system}, Python {found.python}"),
+        ("CPU", f"{found.cpu.get('model', 'unknown')}"),
+        ("INT8", _int8_line(found.cpu)),
         ("Jetson", found.jetson_model or "no"),
         ("L4T", shown(found.l4t)),
         ("CUDA", cuda or "not found"),

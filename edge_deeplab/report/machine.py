@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from runtime.cpu import cpu_info
+
 VERSION_PACKAGES = ("numpy", "onnxruntime", "openvino", "nncf", "onnx", "torch", "tensorrt", "opencv-python",
                     "opencv-python-headless", "edge-deeplab")
 
@@ -24,14 +26,13 @@ def _read_text(path: str) -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, cores, memory, OS and (on a Jetson) the board: what the latencies belong to."""
-    cpu = ""
-    for line in _read_text("/proc/cpuinfo").splitlines():
-        if line.lower().startswith(("model name", "hardware")):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    """CPU model and INT8 features, cores, memory, OS and (on a Jetson) the board: what the
+    latencies belong to, and which integer kernels produced an INT8 row's mIoU."""
+    cpu = cpu_info()
     info: dict[str, Any] = {
-        "cpu": cpu or platform.processor() or platform.machine(),
+        "cpu": cpu.model,
+        "int8_features": list(cpu.features),
+        "int8_kernels": cpu.describe_int8(),
         "architecture": platform.machine(),
         "cores": os.cpu_count(),
         "os": platform.platform(),

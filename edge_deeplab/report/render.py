@@ -70,6 +70,8 @@ def header_lines(report: Report) -> list[str]:
         machine += f", {m['memory_gb']} GB"
     if "board" in m:
         machine += f", {m['board']}"
+    if "int8_kernels" in m:  # an INT8 row's mIoU depends on the integer kernels this CPU has
+        machine += f"; INT8: {m['int8_kernels']}"
     lines = [f"- created: {report.created}"]
     lines += [f"- {key}: {value}" for key, value in report.source.items() if value not in (None, "", {})]
     lines += [f"- data: {s['data']} ({s['split']} split), {s['images']} images scored",
