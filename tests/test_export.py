@@ -221,6 +221,24 @@ def test_onnxruntime_int8_is_qdq_per_channel_and_recorded(checkpoint, tmp_path):
     assert calib["settings"]["per_channel"] and calib["settings"]["activation_type"] == "QUInt8"
     assert manifest.verification["vs_fp32"]["argmax_agreement"] >= 0.8
     assert manifest.verification["miou"]["drop_points"] < 5.0
+    # Safe by construction on every CPU: 7-bit weights, so no conv's u8 x s8 pair can pass int16.
+    kernels = manifest.int8_kernels
+    assert calib["settings"]["reduce_range"] and kernels["weight_bits"] == 7 and kernels["runs_exactly_on"] == "any"
+    assert kernels["convs_over_int16"] == 0 and kernels["worst_pair_sum"] <= kernels["int16_limit"] == 32767
+    assert kernels["gemm_convs"] > 10 and kernels["fused_vs_exact"]["kernels_exact"] is True
+    assert 0.95 <= kernels["fused_vs_exact"]["agreement"] <= 1.0
+    _assert_weights_within(out / "model.onnx", 64)
+
+
+def _assert_weights_within(model_path: Path, limit: int) -> None:
+    """Every int8 conv weight the bundle stores is at most ``limit`` in magnitude (read from the file,
+    not from the exporter's record)."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(model_path)).graph.initializer
+               if t.data_type == TensorProto.INT8 and len(t.dims) == 4]
+    assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= limit
 
 
 def test_tensorrt_qdq_runs_in_onnxruntime_and_scores_like_the_ort_int8_model(checkpoint, tmp_path):
