@@ -4,7 +4,8 @@ The IR is converted from the verified FP32 ONNX (so every target starts from the
 FP16 stores FP16 weights (``compress_to_fp16``); the CPU plugin still computes in its own
 precision. INT8 uses ``nncf.quantize`` with the ``MIXED`` preset (symmetric weights, asymmetric
 activations where an input can be negative: on CPU as fast as ``PERFORMANCE`` and more accurate
-for the ASPP/decoder features). With ``--max-drop``, ``nncf.quantize_with_accuracy_control``
+for the ASPP/decoder features) and NNCF's overflow fix on every convolution (7-bit weights, so
+CPUs without VNNI compute the same sums as those with it; :data:`OVERFLOW_FIX`). With ``--max-drop``, ``nncf.quantize_with_accuracy_control``
 reverts the layers NNCF ranks most harmful to float until the validation mIoU drop is within the
 limit; NNCF takes the limit as a fraction (``max_drop`` = points / 100, ``DropType.ABSOLUTE``).
 
@@ -30,6 +31,12 @@ from runtime.errors import EdgeDeeplabError
 from runtime.telemetry import disable_telemetry
 
 IR_NAME = "model.xml"
+# NNCF's overflow fix: 7-bit weights where x86 without VNNI would saturate 16-bit pair sums.
+# NNCF's own default, ``first_layer_only``, covers only the convolutions reading the model input:
+# the rest of the network then computes differently on AVX2 (masks agreed on 0.874 of pixels
+# between an AVX2-only CPU and a VNNI one for the test model; benchmarks/int8_cpu_kernels.py),
+# while with every convolution fixed they agreed on all of them. So: all, as for ONNX Runtime.
+OVERFLOW_FIX = "enable"
 WEIGHTS_NAME = "model.bin"
 
 
@@ -88,8 +95,12 @@ def quantize_int8(
     calib_items: Sequence[PreparedImage],
     validation: Validation | None = None,
     max_drop_points: float | None = None,
+    overflow_fix: str = OVERFLOW_FIX,
 ):
     """NNCF INT8 of an OpenVINO model; with a drop limit, NNCF's accuracy control.
+
+    ``overflow_fix`` is NNCF's: which convolutions get 7-bit weights (``first_layer_only``,
+    ``enable``: all, ``disable``), see :data:`OVERFLOW_FIX`.
 
     Returns ``(quantized model, details)`` where details say what NNCF did (method, preset and,
     under accuracy control, which convolutions ended up without an input quantizer).
@@ -99,11 +110,16 @@ def quantize_int8(
 
     nncf.set_log_level(logging.WARNING)  # its INFO lines repeat what the export's step messages say
     calibration = nncf_dataset(calib_items)
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
     preset = nncf.QuantizationPreset.MIXED
-    details: dict = {"toolchain": "nncf", "preset": "mixed", "subset_size": len(calib_items)}
+    advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix(overflow_fix))
+    details: dict = {"toolchain": "nncf", "preset": "mixed", "subset_size": len(calib_items),
+                     "overflow_fix": overflow_fix}
     if max_drop_points is None:
         with _progress_to_stderr():
-            quantized = nncf.quantize(model, calibration, preset=preset, subset_size=len(calib_items))
+            quantized = nncf.quantize(model, calibration, preset=preset, subset_size=len(calib_items),
+                                      advanced_parameters=advanced)
         details["float_convolutions"] = float_convolutions(quantized)
         return quantized, details
     if validation is None:
@@ -122,6 +138,7 @@ def quantize_int8(
             drop_type=nncf.DropType.ABSOLUTE,
             preset=preset,
             subset_size=len(calib_items),
+            advanced_quantization_parameters=advanced,
         )
     details.update({"accuracy_control": True, "max_drop_fraction": max_drop_points / 100.0,
                     "float_convolutions": float_convolutions(quantized)})

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import platform
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,19 +120,25 @@ def cpu_info() -> CpuInfo:
 
 
 def int8_saturation_warning(manifest: Manifest, bundle: str, cpu: CpuInfo | None = None) -> str | None:
-    """One line when this CPU cannot compute an onnxruntime INT8 bundle's integer sums exactly.
+    """One line when this CPU cannot compute a CPU INT8 bundle's integer sums exactly.
 
-    A bundle says so in ``int8_kernels`` (schema 3). Older ones carry no such record: their
-    quantizer settings tell whether the weights were 7-bit (``reduce_range``) or full 8-bit.
+    onnxruntime bundles say so in ``int8_kernels`` (schema 3); older ones carry no such record,
+    and their quantizer settings tell whether the weights were 7-bit (``reduce_range``) or 8-bit.
+    openvino bundles are exact everywhere when NNCF's overflow fix covered every convolution.
     """
-    if manifest.target != "onnxruntime" or manifest.precision != "int8":
+    if manifest.precision != "int8" or manifest.target not in ("onnxruntime", "openvino"):
         return None
     cpu = cpu or cpu_info()
     if cpu.int8_pairs_saturate is False:
         return None
+    calibration = manifest.calibration or {}
     record = manifest.int8_kernels
-    if record is None:
-        if ((manifest.calibration or {}).get("settings") or {}).get("reduce_range"):
+    if manifest.target == "openvino":
+        if calibration.get("overflow_fix") == "enable":
+            return None
+        why = "its 8-bit weights (NNCF's overflow fix did not cover every convolution)"
+    elif record is None:
+        if (calibration.get("settings") or {}).get("reduce_range"):
             return None
         why = "its 8-bit weights (made before edge-deeplab recorded which CPUs run a bundle exactly)"
     elif record.get("runs_exactly_on") == "any":
@@ -140,6 +147,18 @@ def int8_saturation_warning(manifest: Manifest, bundle: str, cpu: CpuInfo | None
         why = f"its 8-bit weights ({record.get('convs_over_int16', 'some')} convs can overflow a 16-bit pair sum)"
     here = (f"this CPU ({cpu.model}) has no VNNI" if cpu.int8_pairs_saturate
             else "this CPU's INT8 features could not be read")
-    return (f"warning: {bundle}: {why} need VNNI; {here}, so ONNX Runtime's integer kernels may saturate and "
-            f"lose accuracy (about a mIoU point on the models measured; 'edge-deeplab doctor {bundle}' "
-            "measures it here); re-export with this edge-deeplab: its 7-bit weights run exactly on every CPU")
+    return (f"warning: {bundle}: {why} need VNNI; {here}, so the integer kernels may saturate and lose "
+            f"accuracy (about a mIoU point on the models measured; 'edge-deeplab doctor {bundle}' measures "
+            "it here); re-export with this edge-deeplab: its 7-bit weights run exactly on every CPU")
+
+
+_WARNED: set[str] = set()
+
+
+def warn_if_int8_saturates(manifest: Manifest, bundle: str) -> None:
+    """Print :func:`int8_saturation_warning` on stderr, once per bundle and process (a report or
+    a doctor run loads the same bundle several times)."""
+    warning = int8_saturation_warning(manifest, bundle)
+    if warning and bundle not in _WARNED:
+        _WARNED.add(bundle)
+        print(f"edge-deeplab: {warning}", file=sys.stderr, flush=True)

@@ -37,6 +37,7 @@ def test_openvino_int8_through_nncf(checkpoint, tmp_path):  # noqa: F811
     manifest = read_manifest(out)
     assert manifest.calibration["toolchain"] == "nncf" and manifest.calibration["images"] == 6
     assert manifest.calibration["subset_size"] == 6
+    assert manifest.calibration["overflow_fix"] == "enable"  # 7-bit weights everywhere: no saturation without VNNI
     ops = [op.get_type_name() for op in ov.Core().read_model(str(out / "model.xml")).get_ops()]
     assert ops.count("FakeQuantize") > 10
     assert manifest.verification["vs_fp32"]["argmax_agreement"] >= 0.8

@@ -127,6 +127,18 @@ def test_an_8bit_bundle_warns_once_per_cpu_without_vnni_naming_cause_and_fix():
     assert "could not be read" in int8_saturation_warning(ort_int8(NEEDS_VNNI), "b", UNKNOWN)
 
 
+def test_openvino_int8_is_exact_everywhere_only_with_the_overflow_fix_on_every_conv():
+    def ov_int8(fix: str | None) -> Manifest:
+        manifest = ort_int8(settings={})
+        manifest.target, manifest.calibration = "openvino", {"toolchain": "nncf", "overflow_fix": fix}
+        return manifest
+
+    assert int8_saturation_warning(ov_int8("enable"), "b", AVX2_ONLY) is None
+    for fix in ("first_layer_only", None):  # NNCF's default, and bundles from before it was recorded
+        assert "overflow fix" in int8_saturation_warning(ov_int8(fix), "b", SKYLAKE_X)
+        assert int8_saturation_warning(ov_int8(fix), "b", VNNI) is None
+
+
 def test_bundles_from_before_the_record_are_judged_by_their_quantizer_settings():
     old_8bit, old_7bit = ort_int8(settings={"reduce_range": False}), ort_int8(settings={"reduce_range": True})
     assert "made before" in int8_saturation_warning(old_8bit, "b", AVX2_ONLY)

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from runtime.backends.base import Backend
-from runtime.cpu import int8_saturation_warning
+from runtime.cpu import warn_if_int8_saturates
 from runtime.errors import BundleError
 from runtime.manifest import Manifest
 from runtime.options import RuntimeOptions
 
 _ORT_TYPES = {"float32": "tensor(float)", "uint8": "tensor(uint8)"}
-# Bundles whose INT8 saturation warning this process printed: once per bundle, however often loaded.
-_WARNED: set[str] = set()
 
 
 class OnnxRuntimeBackend(Backend):
@@ -59,10 +56,7 @@ class OnnxRuntimeBackend(Backend):
                 f"{self.bundle_dir}: model input type is {model_input.type}, manifest says {manifest.input.dtype}"
             )
         self._input_name = manifest.input.name
-        warning = int8_saturation_warning(manifest, str(bundle_dir))
-        if warning and str(bundle_dir) not in _WARNED:
-            _WARNED.add(str(bundle_dir))
-            print(f"edge-deeplab: {warning}", file=sys.stderr, flush=True)
+        warn_if_int8_saturates(manifest, str(bundle_dir))
 
     def run(self, batch: np.ndarray, output: str) -> np.ndarray:
         return self.session.run([output], {self._input_name: batch})[0]

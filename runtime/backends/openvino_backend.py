@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from runtime.backends.base import Backend
+from runtime.cpu import warn_if_int8_saturates
 from runtime.errors import BundleError
 from runtime.manifest import Manifest
 from runtime.options import RuntimeOptions
@@ -89,6 +90,7 @@ class OpenVinoBackend(Backend):
         self._input = self.compiled.input(manifest.input.name)
         self._outputs = {name: self.compiled.output(name) for name in manifest.outputs}
         self._requests = threading.local()
+        warn_if_int8_saturates(manifest, str(bundle_dir))
 
     @property
     def request(self) -> Any:
