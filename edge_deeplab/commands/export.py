@@ -115,7 +115,7 @@ def build_request(args: ExportArgs):
     from edge_deeplab.checkpoint import load_checkpoint
     from edge_deeplab.data.base import open_dataset
     from edge_deeplab.metrics import miou_function
-    from exporters.bundle import CalibrationInput, ExportRequest, ValidationInput, check_request, check_target
+    from exporters.request import CalibrationInput, ExportRequest, ValidationInput, check_request, check_target
     from runtime.files import check_writable, sha256_file
 
     # --outputs, --calib-images and --val-images are checked by their options (choices, min=1), and the

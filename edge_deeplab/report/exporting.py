@@ -49,7 +49,8 @@ def export_bundles(
     installed) or whose export fails its own checks is skipped with the reason.
     """
     from edge_deeplab.metrics import miou_function
-    from exporters.bundle import ExportRequest, ValidationInput, export_bundle
+    from exporters.bundle import export_bundle
+    from exporters.request import ExportRequest, ValidationInput
     from runtime.files import sha256_file
 
     checkpoint_path = Path(ckpt.path)
@@ -111,7 +112,7 @@ def _calibration_input(settings: ExportSettings, ckpt, log: Callable[[str], None
     """The calibration set: a dataset spec (train split) or a folder of plain images."""
     from calibration.selection import select_calibration_set
     from edge_deeplab.export import check_classes, open_calibration
-    from exporters.bundle import CalibrationInput
+    from exporters.request import CalibrationInput
 
     dataset = open_calibration(settings.calib_data)
     check_classes(dataset, settings.calib_data, ckpt.classes)
