@@ -65,7 +65,8 @@ def main(argv=None) -> int:
     from edge_deeplab.metrics import miou_function
     from edge_deeplab.data.base import open_dataset
     from calibration.selection import select_calibration_set
-    from exporters.bundle import CalibrationInput, ExportRequest, ValidationInput, export_bundle
+    from exporters.bundle import export_bundle
+    from exporters.request import CalibrationInput, ExportRequest, ValidationInput
     from exporters.openvino import _ov
     from exporters.verify import Validation, ort_runner, points
     from calibration.inputs import InputSpecLite, prepare_samples

@@ -1,5 +1,6 @@
 """Export helpers shared by ``edge-deeplab export`` and the report: the request's checks, the
-calibration and validation datasets, the default input size and the checkpoint's own score.
+calibration and validation datasets, the default input size, the checkpoint's own score and what
+a manifest records of the model and its checkpoint.
 
 Torch-free at import; :func:`checkpoint_miou` runs the PyTorch model it is given.
 """
@@ -94,3 +95,18 @@ def checkpoint_miou(model, validation) -> float:
     summary = score_predictions(torch_predictor(model), validation.dataset, limit=len(validation.indices),
                                 band_widths=(), desc="scoring the checkpoint")
     return float(summary["miou"])
+
+
+def model_record(config, output_stride: int) -> dict:
+    """What a bundle's manifest records of the model (``config`` a ModelConfig) at ``output_stride``."""
+    return {"backbone": config.backbone, "output_stride": output_stride, "decoder": config.decoder,
+            "separable": config.use_separable, "width_mult": config.width_mult,
+            "config": {**config.to_dict(), "output_stride": output_stride}}
+
+
+def source_record(path: str | Path, ckpt) -> dict:
+    """What a bundle's manifest records of the checkpoint it came from (path, hash, dataset, metrics)."""
+    from runtime.files import sha256_file
+
+    return {"checkpoint": str(Path(path).resolve()), "sha256": sha256_file(path),
+            "dataset": ckpt.dataset, "metrics": ckpt.metrics}

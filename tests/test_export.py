@@ -516,7 +516,8 @@ def test_an_export_that_disagrees_with_pytorch_fails_and_writes_nothing(tmp_path
     import torch
 
     from edge_deeplab.data.base import open_dataset
-    from exporters.bundle import ExportRequest, export_bundle
+    from exporters.bundle import export_bundle
+    from exporters.request import ExportRequest
 
     class Drifting(torch.nn.Module):
         def __init__(self) -> None:

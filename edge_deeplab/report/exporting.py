@@ -48,9 +48,10 @@ def export_bundles(
     bundle is calibrated on the same images. A combination this machine cannot build (OpenVINO not
     installed) or whose export fails its own checks is skipped with the reason.
     """
+    from edge_deeplab.export import model_record, source_record
     from edge_deeplab.metrics import miou_function
-    from exporters.bundle import ExportRequest, ValidationInput, export_bundle
-    from runtime.files import sha256_file
+    from exporters.bundle import export_bundle
+    from exporters.request import ExportRequest, ValidationInput
 
     checkpoint_path = Path(ckpt.path)
     calibration = None
@@ -60,8 +61,7 @@ def export_bundles(
     if settings.max_drop is not None:
         validation = ValidationInput(verify_samples, list(range(len(verify_samples))), "report validation images",
                                      miou_function(ckpt.num_classes, ckpt.ignore_index))
-    source = {"checkpoint": str(checkpoint_path.resolve()), "sha256": sha256_file(checkpoint_path),
-              "dataset": ckpt.dataset, "metrics": ckpt.metrics}
+    source = source_record(checkpoint_path, ckpt)
     config = ckpt.model_config
     written: list[tuple[Combination, Path]] = []
     skipped: list[Row] = []
@@ -81,9 +81,7 @@ def export_bundles(
             height=settings.height, width=settings.width, classes=list(ckpt.classes),
             palette=[list(c) for c in ckpt.palette], mean=list(ckpt.mean), std=list(ckpt.std),
             verify_samples=list(verify_samples[:4]), ignore_index=ckpt.ignore_index,
-            model_info={"backbone": config.backbone, "output_stride": combo.output_stride, "decoder": config.decoder,
-                        "separable": config.use_separable, "width_mult": config.width_mult,
-                        "config": {**config.to_dict(), "output_stride": combo.output_stride}},
+            model_info=model_record(config, combo.output_stride),
             source=source, calibration=calibration if combo.precision == "int8" else None,
             validation=validation if combo.precision == "int8" else None,
             max_drop=settings.max_drop if combo.precision == "int8" else None, log=log,
@@ -111,7 +109,7 @@ def _calibration_input(settings: ExportSettings, ckpt, log: Callable[[str], None
     """The calibration set: a dataset spec (train split) or a folder of plain images."""
     from calibration.selection import select_calibration_set
     from edge_deeplab.export import check_classes, open_calibration
-    from exporters.bundle import CalibrationInput
+    from exporters.request import CalibrationInput
 
     dataset = open_calibration(settings.calib_data)
     check_classes(dataset, settings.calib_data, ckpt.classes)

@@ -1,0 +1,103 @@
+"""INT8 through ONNX Runtime's quantizer, for the onnxruntime and tensorrt targets.
+
+Activation ranges come from the calibration images (cached by the set's fingerprint); with
+``max_drop`` the accuracy guard keeps the most sensitive convolutions in float until the validation
+mIoU drop is within the limit. The result is checked against the FP32 graph like every bundle; an
+onnxruntime model also gets its INT8 kernels record (:mod:`exporters.int8_kernels`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable, Sequence
+
+from calibration.ranges import Ranges, compute_ranges
+from exporters import qdq
+from exporters.accuracy import check_against_fp32, record_accuracy
+from exporters.guard import keep_drop_under
+from exporters.int8_kernels import int8_kernels_record
+from exporters.onnx import INPUT_NAME
+from exporters.sensitivity import LayerSensitivity, rank_layers
+from exporters.session import ExportSession
+from exporters.verify import ort_runner
+
+SENSITIVITY_IMAGES = 4  # images for the per-layer SQNR ranking: enough for a stable order
+
+Quantize = Callable[[Sequence[str]], Path]  # nodes kept in float -> the quantized model
+
+
+def qdq_int8(session: ExportSession, flavor: str, dest: Path) -> None:
+    """Write the Q/DQ INT8 model to ``dest``, checked, with the calibration record on the session."""
+    ranges = _calibrate(session)
+    session.step(f"quantizing to INT8 Q/DQ ({'TensorRT' if flavor == 'tensorrt' else 'ONNX Runtime CPU'} placement)")
+    quantize = _quantizer(session, ranges, flavor)
+    info: dict = {"toolchain": "onnxruntime.quantize_static", "format": "QDQ", "flavor": flavor,
+                  "settings": qdq.settings(flavor), "ranges_key": ranges.key, "ranges_cached": ranges.cached}
+    if session.req.max_drop is None:
+        chosen = quantize(())
+        info.update({"excluded": [], "max_drop_points": None})
+    else:
+        chosen, guarded = _guarded(session, quantize)
+        info.update(guarded)
+    shutil.copyfile(chosen, dest)
+    session.calibration_info = info
+    if flavor == "cpu":
+        session.int8_kernels = int8_kernels_record(session, dest)
+    check_against_fp32(session, ort_runner(dest), "int8", "the INT8 model")
+    measured = info.get("measured")
+    record_accuracy(session, ort_runner(dest), measured["fp32_miou"] if measured else None)
+
+
+def _calibrate(session: ExportSession) -> Ranges:
+    """The activation ranges of the FP32 graph on the calibration images (from the cache when there)."""
+    req, calib = session.req, session.req.calibration
+    items = session.calib_items
+    session.step(f"calibrating activation ranges ({calib.method}, {len(items)} images)")
+    ranges = compute_ranges(session.fp32_path, INPUT_NAME, [i.array for i in items], calib.method,
+                            calib.chosen.fingerprint, req.cache_dir, progress=req.progress)
+    req.log(f"    ranges {'reused from cache' if ranges.cached else f'computed in {ranges.seconds:.1f} s'}: {ranges.path}")
+    return ranges
+
+
+def _quantizer(session: ExportSession, ranges: Ranges, flavor: str) -> Quantize:
+    """Quantize with these ranges, each candidate to its own file in the work directory."""
+    candidates = session.work / "candidates"
+    candidates.mkdir(exist_ok=True)
+    counter = iter(range(10_000))
+
+    def quantize(exclude: Sequence[str]) -> Path:
+        return qdq.quantize(session.fp32_path, candidates / f"int8_{next(counter)}.onnx", ranges, flavor, exclude)
+
+    return quantize
+
+
+def _guarded(session: ExportSession, quantize: Quantize) -> tuple[Path, dict]:
+    """The accuracy guard: the chosen model and what the calibration record says about it."""
+    req, validation = session.req, session.validation
+    session.step(f"accuracy guard: keeping the INT8 mIoU drop <= {req.max_drop} points")
+    fp32_miou = session.score(session.fp32.run, "scoring fp32")
+    sens_arrays = [i.array for i in session.calib_items[:SENSITIVITY_IMAGES]]
+    ranked: list[LayerSensitivity] = []
+
+    def ranking(path: Path) -> list[str]:
+        layers = rank_layers(session.fp32_path, path, sens_arrays, progress=req.progress)
+        ranked.extend(layers)
+        return [r.node for r in layers]
+
+    result = keep_drop_under(quantize, lambda p: session.score(ort_runner(p), "scoring int8"), fp32_miou,
+                             req.max_drop, ranking, req.log)
+    return result.path, {
+        "excluded": result.excluded, "max_drop_points": req.max_drop,
+        "measured": {"fp32_miou": result.fp32_miou, "int8_miou": result.int8_miou,
+                     "drop_points": result.drop_points, "val_images": len(validation.items),
+                     "val_dataset": req.validation.spec},
+        "guard_steps": result.steps,
+        "sensitivity": [_sensitivity_record(r) for r in ranked[:10]],
+        "sensitivity_method": "per-conv added relative noise power (FP32 vs INT8 tensors, SQNR)",
+    }
+
+
+def _sensitivity_record(r: LayerSensitivity) -> dict:
+    return {"node": r.node, "added_noise": float(f"{r.added_noise:.4g}"),
+            "input_sqnr_db": round(r.input_sqnr_db, 2), "output_sqnr_db": round(r.output_sqnr_db, 2)}
