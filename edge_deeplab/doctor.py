@@ -274,7 +274,8 @@ def bundle_images(manifest: Any, count: int) -> Images:
 def reference_segmenter(manifest: Any, bundle: Path) -> tuple[Any, str]:
     """The run a bundle's masks are compared with, and what it is.
 
-    tensorrt: ONNX Runtime (CPU) on the bundle's own ONNX, the graph the engine was built from.
+    tensorrt: ONNX Runtime (CPU) on the bundle's own ONNX, the graph the engine was built from, with
+    graph optimizations off (its exact Q/DQ semantics, which no CPU's integer kernels can alter).
     onnx/onnxruntime: the same ONNX in ONNX Runtime with graph optimizations off (the literal
     graph against the fused kernels the device runs). openvino: the same IR with f32 inference
     precision (exact) against the plugin's default precision (bf16/fp16 where the hardware has it).
@@ -287,9 +288,11 @@ def reference_segmenter(manifest: Any, bundle: Path) -> tuple[Any, str]:
     if manifest.target == "tensorrt":
         if not manifest.files.get("model", "").endswith(".onnx"):
             raise EdgeDeeplabError("the bundle has no ONNX to run in ONNX Runtime")
-        options = RuntimeOptions()
+        # Exact Q/DQ semantics (no fused integer kernels): what TensorRT computes, on any CPU.
+        options = RuntimeOptions(ort_optimization="disable")
         backend = OnnxRuntimeBackend(manifest, bundle, options)
-        return Segmenter(manifest, bundle, backend, options), "ONNX Runtime (CPU) on the bundle's model.onnx"
+        return (Segmenter(manifest, bundle, backend, options),
+                "ONNX Runtime (CPU) on the bundle's model.onnx with graph optimizations disabled")
     if manifest.target == "openvino":
         return runtime.load(bundle, ov_precision_hint="f32"), "the same IR in OpenVINO at f32 inference precision"
     return runtime.load(bundle, ort_optimization="disable"), "ONNX Runtime with graph optimizations disabled"

@@ -20,7 +20,7 @@ from exporters.int8_kernels import int8_kernels_record
 from exporters.onnx import INPUT_NAME
 from exporters.sensitivity import LayerSensitivity, rank_layers
 from exporters.session import ExportSession
-from exporters.verify import ort_runner
+from exporters.verify import Runner, ort_runner
 
 SENSITIVITY_IMAGES = 4  # images for the per-layer SQNR ranking: enough for a stable order
 
@@ -38,15 +38,23 @@ def qdq_int8(session: ExportSession, flavor: str, dest: Path) -> None:
         chosen = quantize(())
         info.update({"excluded": [], "max_drop_points": None})
     else:
-        chosen, guarded = _guarded(session, quantize)
+        chosen, guarded = _guarded(session, quantize, flavor)
         info.update(guarded)
     shutil.copyfile(chosen, dest)
     session.calibration_info = info
     if flavor == "cpu":
         session.int8_kernels = int8_kernels_record(session, dest)
-    check_against_fp32(session, ort_runner(dest), "int8", "the INT8 model")
+    check_against_fp32(session, host_runner(dest, flavor), "int8", "the INT8 model")
     measured = info.get("measured")
-    record_accuracy(session, ort_runner(dest), measured["fp32_miou"] if measured else None)
+    record_accuracy(session, host_runner(dest, flavor), measured["fp32_miou"] if measured else None)
+
+
+def host_runner(model: Path, flavor: str) -> Runner:
+    """How the host runs a Q/DQ model to check and score it: the cpu flavour on ONNX Runtime's
+    fused integer kernels (what the device runs); the tensorrt flavour with its exact Q/DQ
+    semantics (dequantize, float op), what TensorRT computes, and what no CPU's integer kernels can
+    change: its 8-bit weights would saturate them on x86 without VNNI."""
+    return ort_runner(model, exact=flavor == "tensorrt")
 
 
 def _calibrate(session: ExportSession) -> Ranges:
@@ -72,7 +80,7 @@ def _quantizer(session: ExportSession, ranges: Ranges, flavor: str) -> Quantize:
     return quantize
 
 
-def _guarded(session: ExportSession, quantize: Quantize) -> tuple[Path, dict]:
+def _guarded(session: ExportSession, quantize: Quantize, flavor: str) -> tuple[Path, dict]:
     """The accuracy guard: the chosen model and what the calibration record says about it."""
     req, validation = session.req, session.validation
     session.step(f"accuracy guard: keeping the INT8 mIoU drop <= {req.max_drop} points")
@@ -85,7 +93,7 @@ def _guarded(session: ExportSession, quantize: Quantize) -> tuple[Path, dict]:
         ranked.extend(layers)
         return [r.node for r in layers]
 
-    result = keep_drop_under(quantize, lambda p: session.score(ort_runner(p), "scoring int8"), fp32_miou,
+    result = keep_drop_under(quantize, lambda p: session.score(host_runner(p, flavor), "scoring int8"), fp32_miou,
                              req.max_drop, ranking, req.log)
     return result.path, {
         "excluded": result.excluded, "max_drop_points": req.max_drop,

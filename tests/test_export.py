@@ -150,7 +150,7 @@ def test_default_bundle_takes_bytes_returns_the_mask_and_keeps_the_checkpoint_si
     assert "input size 64x64: the largest of the validation images" in err
     manifest = read_manifest(out)
     assert manifest.input.shape == [1, 3, 64, 64] and manifest.input.dtype == "uint8"
-    assert manifest.outputs == ["mask"] and manifest.schema_version == 2
+    assert manifest.outputs == ["mask"] and manifest.schema_version == 3
     graph = onnx.load(str(out / "model.onnx")).graph
     assert [o.name for o in graph.output] == ["mask"]
     assert [n.op_type for n in graph.node][-2:] == ["ArgMax", "Cast"]
@@ -273,8 +273,8 @@ def test_tensorrt_qdq_runs_in_onnxruntime_and_scores_like_the_ort_int8_model(che
         assert zero.dtype == np.int8 and not zero.any()
     assert "--int8" in trt.extra["trtexec"] and "--fp16" in trt.extra["trtexec"]
     assert (trt_out / "README.txt").read_text().count("trtexec") == 1
-    # It runs in ONNX Runtime close to FP32, and both INT8 models score alike on the validation images.
-    # (0.957 here, ONNX Runtime's CPU flavour 0.969: the floor leaves room for other calibration sets.)
+    # It runs in ONNX Runtime close to FP32 (its exact Q/DQ semantics, as TensorRT computes it: the
+    # same on every CPU), and both INT8 models score alike on the validation images.
     assert trt.verification["vs_fp32"]["argmax_agreement"] >= 0.93
     assert abs(trt.verification["miou"]["int8"] - ort.verification["miou"]["int8"]) * 100 < 5.0
 
