@@ -8,9 +8,7 @@ written atomically, so a run killed while saving leaves the previous checkpoint 
 
 from __future__ import annotations
 
-import pickle
 import shutil
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,22 +123,12 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
+def load_checkpoint(path: str | Path) -> Checkpoint:
     """Load and validate a checkpoint, turning every way it can be wrong into one clear line."""
-    import torch
+    from edge_deeplab.torch_files import load_torch_file
 
     path = Path(path)
-    if not path.is_file():
-        raise EdgeDeeplabError(f"checkpoint {path} does not exist")
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        # weights_only refuses anything but tensors and plain containers: not a torch file, or one
-        # holding pickled objects that we will not execute.
-        raise EdgeDeeplabError(f"{path} is not a checkpoint: not a torch file, or it holds pickled objects other than tensors") from None
-    except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgeDeeplabError(f"{path} is not a readable checkpoint (corrupt or truncated?): {reason[:200]}") from None
+    data = load_torch_file(path, "checkpoint")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         hint = ""
         if isinstance(data, dict) and "model_state" in data:
