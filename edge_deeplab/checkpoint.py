@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_deeplab.models.config import ModelConfig
+from edge_deeplab.models.config import ModelConfig, separable_before_v2
 from runtime.errors import EdgeDeeplabError
 from runtime.files import atomic_file
 
 FORMAT = "edge-deeplab-checkpoint"
-FORMAT_VERSION = 1
+# 2: the model config's ``separable`` is always true or false; format 1 could hold null, which
+# meant dense except for Xception-65 (read so still).
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -139,7 +141,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise EdgeDeeplabError(f"{path} has checkpoint format version {version}; this edge-deeplab reads up to {FORMAT_VERSION}")
     try:
         ckpt = Checkpoint(
-            model_config=ModelConfig.from_dict(data["model_config"]),
+            model_config=_model_config(data["model_config"], version),
             state_dict=data["state_dict"],
             classes=list(data["classes"]),
             palette=[list(c) for c in data["palette"]],
@@ -159,6 +161,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{path}: model has {ckpt.model_config.num_classes} classes but names {len(ckpt.classes)}"
         )
     return ckpt
+
+
+def _model_config(data: Any, version: int) -> ModelConfig:
+    """The stored model config; a format-1 ``separable: null`` keeps the head it meant then."""
+    if version < 2 and isinstance(data, dict) and data.get("separable") is None:
+        data = {**data, "separable": separable_before_v2(str(data.get("backbone")))}
+    return ModelConfig.from_dict(data)
 
 
 def _size_or_none(value: Any) -> list[int] | None:

@@ -11,15 +11,10 @@ from typing import Any, get_args, get_type_hints
 
 import yaml
 
-from edge_deeplab.models.config import OUTPUT_STRIDES
+from edge_deeplab.models.config import OUTPUT_STRIDES, SEPARABLE_BY_DEFAULT
 from runtime.errors import EdgeDeeplabError
 
 
-# The default head per backbone: atrous separable convs in ASPP and decoder for the edge backbone
-# and for Xception-65 (as in the paper), dense 3x3 convs for the ResNets. On the synthetic set the
-# separable MobileNetV2 head, trained as long as the dense one, scored 76.3 mIoU against 75.6 and
-# runs at 0.34-0.56x its latency (README, "Which head"), so it is the default.
-SEPARABLE_BY_DEFAULT = {"mobilenetv2": True, "xception65": True, "resnet50": False, "resnet101": False}
 # Default steps per head: the same training time on the 2-core development CPU, where a separable
 # MobileNetV2 step costs 0.53x a dense one (benchmarks/head_costs.py): both take about 9.5 minutes.
 DEFAULT_ITERATIONS = {False: 1600, True: 3200}
@@ -31,7 +26,8 @@ class TrainConfig:
     in under ten minutes on a 2-core CPU (see README for the figures).
 
     ``separable`` and ``iterations`` left at None are resolved by :func:`make_config`: the
-    backbone's default head (:data:`SEPARABLE_BY_DEFAULT`) and that head's step budget
+    backbone's default head (:data:`edge_deeplab.models.config.SEPARABLE_BY_DEFAULT`, the one
+    ``ModelConfig`` also uses) and that head's step budget
     (:data:`DEFAULT_ITERATIONS`), so a saved configuration always says what was trained.
     """
 

@@ -158,13 +158,12 @@ def train_or_reuse(config: TrainConfig, force: bool) -> Path:
 
 def _resolved_head(saved: dict) -> bool | None:
     """A saved run's ``separable`` as a bool: runs saved before the default head was resolved at
-    configuration time hold None, which meant the model config's own default (dense for
-    MobileNetV2, separable for Xception-65)."""
-    from edge_deeplab.models.config import ModelConfig
+    configuration time hold None, which then meant dense for MobileNetV2, separable for Xception-65."""
+    from edge_deeplab.models.config import separable_before_v2
 
     if saved.get("separable") is not None:
         return saved["separable"]
-    return ModelConfig(backbone=saved.get("backbone", "mobilenetv2"), num_classes=2).use_separable
+    return separable_before_v2(saved.get("backbone", "mobilenetv2"))
 
 
 def _train_in_child(config: TrainConfig, resume: bool, force: bool) -> Path:
