@@ -90,13 +90,14 @@ def _init_distributed(device: str) -> DistInfo:
 def _resolve_device(config: TrainConfig, dist: DistInfo):
     import torch
 
-    if config.device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise EdgeDeeplabError("--device cuda was asked for but this torch build sees no CUDA GPU")
-        index = dist.local_rank if dist.world_size > 1 else (int(config.device.split(":")[1]) if ":" in config.device else 0)
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    return torch.device("cpu")
+    from edge_deeplab.devices import torch_device
+
+    device = torch_device(config.device)
+    if device.type == "cuda":
+        if dist.world_size > 1:  # torchrun: each process its own GPU
+            device = torch_device(f"cuda:{dist.local_rank}")
+        torch.cuda.set_device(device.index)
+    return device
 
 
 def _prepare_out_dir(out: Path, resume: bool, force: bool) -> None:

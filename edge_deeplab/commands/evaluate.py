@@ -31,7 +31,7 @@ def evaluate(
                                                  show_default="all")] = None,
     band_widths: Annotated[str, typer.Option(help="trimap band widths in pixels, comma-separated")
                            ] = listed(DEFAULT_BAND_WIDTHS),
-    device: Annotated[str, typer.Option(help="torch device for checkpoints")] = "cpu",
+    device: Annotated[str, typer.Option(help="torch device for checkpoints: cpu, cuda or cuda:N")] = "cpu",
     json_path: Annotated[Optional[Path], typer.Option("--json", help="also write the figures to this JSON file")
                          ] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --json file")] = False,
@@ -54,13 +54,13 @@ def evaluate(
         info = {"bundle": str(path), "target": segmenter.manifest.target, "precision": segmenter.manifest.precision,
                 "output_stride": segmenter.manifest.model.get("output_stride")}
     else:
-        import torch
-
         from edge_deeplab.checkpoint import load_checkpoint
+        from edge_deeplab.devices import torch_device
         from edge_deeplab.evaluate import torch_predictor
 
         ckpt = load_checkpoint(path)
-        net = ckpt.build_model(stride(output_stride)).to(torch.device(device))
+        where = torch_device(device)  # before the model is built
+        net = ckpt.build_model(stride(output_stride)).to(where)
         classes, data_spec = ckpt.classes, data or ckpt.dataset or "synthetic"
         predict = torch_predictor(net)
         info = {"checkpoint": str(path), "output_stride": net.config.output_stride, "backbone": ckpt.model_config.backbone}

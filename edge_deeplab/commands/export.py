@@ -19,6 +19,8 @@ from edge_deeplab.commands.options import (CalibMethod, OutputStride, Outputs, P
                                            stride, value)
 from edge_deeplab.export import (check_classes, check_input_size_limit, checkpoint_miou, default_input_size,
                                  open_calibration, open_if_readable)
+from edge_deeplab.ranges import FiniteFloat
+from exporters.onnx import MAX_OPSET, MIN_OPSET
 from runtime.errors import EdgeDeeplabError
 from runtime.manifest import DEFAULT_PRECISION, MASK, TARGET_PRECISIONS
 
@@ -85,9 +87,9 @@ def export(
         show_default="the checkpoint's dataset")] = None,
     val_images: Annotated[int, typer.Option(min=1, help="validation images for mIoU")] = 50,
     max_drop: Annotated[Optional[float], typer.Option(
-        metavar="POINTS", help="INT8 accuracy guard: largest mIoU drop against FP32, in points (0.5 = half a "
-                               "percent)", show_default="no guard")] = None,
-    opset: Annotated[int, typer.Option(min=17, help="ONNX opset")] = 17,
+        metavar="POINTS", click_type=FiniteFloat(min=0), show_default="no guard",
+        help="INT8 accuracy guard: largest mIoU drop against FP32, in points (0.5 = half a percent)")] = None,
+    opset: Annotated[int, typer.Option(min=MIN_OPSET, max=MAX_OPSET, help="ONNX opset")] = MIN_OPSET,
     force: Annotated[bool, typer.Option("--force", help="replace an existing bundle folder")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="calibration range cache",
                                                       show_default="~/.cache/edge-deeplab/calibration")] = None,

@@ -22,6 +22,7 @@ import typer
 from edge_deeplab.commands.options import (RUNTIME_DEFAULTS, EngineCache, OrtOptimization, OrtOptimizationOpt,
                                            OvDevice, OvHint, OvHintOpt, OvPrecisionOpt, Threads, Upsample,
                                            runtime_options)
+from edge_deeplab.ranges import positive
 from runtime.errors import EdgeDeeplabError
 from runtime.progress import progress_bar
 
@@ -63,16 +64,17 @@ def infer(
                         ] = Upsample(RUNTIME_DEFAULTS.upsample),
     max_frames: Annotated[Optional[int], typer.Option(min=1, help="stop a video/camera/stream after N frames",
                                                       show_default="the end of the stream")] = None,
-    duration: Annotated[Optional[float], typer.Option(help="stop a video/camera/stream after S seconds",
+    duration: Annotated[Optional[float], typer.Option(click_type=positive(),
+                                                      help="stop a video/camera/stream after S seconds",
                                                       show_default="the end of the stream")] = None,
     queue_size: Annotated[int, typer.Option(min=1, help="frames buffered between pipeline stages")] = 4,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
     csi_camera: Annotated[bool, typer.Option("--csi-camera", help="read a CSI camera instead of SOURCE",
                                              rich_help_panel=CSI_PANEL)] = False,
-    csi_sensor_id: Annotated[int, typer.Option(rich_help_panel=CSI_PANEL)] = 0,
-    csi_width: Annotated[int, typer.Option(rich_help_panel=CSI_PANEL)] = 1280,
-    csi_height: Annotated[int, typer.Option(rich_help_panel=CSI_PANEL)] = 720,
-    csi_fps: Annotated[int, typer.Option(rich_help_panel=CSI_PANEL)] = 30,
+    csi_sensor_id: Annotated[int, typer.Option(min=0, rich_help_panel=CSI_PANEL)] = 0,
+    csi_width: Annotated[int, typer.Option(min=1, rich_help_panel=CSI_PANEL)] = 1280,
+    csi_height: Annotated[int, typer.Option(min=1, rich_help_panel=CSI_PANEL)] = 720,
+    csi_fps: Annotated[int, typer.Option(min=1, rich_help_panel=CSI_PANEL)] = 30,
     threads: Threads = RUNTIME_DEFAULTS.threads,
     ort_optimization: OrtOptimizationOpt = OrtOptimization(RUNTIME_DEFAULTS.ort_optimization),
     ov_precision: OvPrecisionOpt = RUNTIME_DEFAULTS.ov_precision_hint,

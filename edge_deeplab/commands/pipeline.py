@@ -28,7 +28,7 @@ from edge_deeplab.commands.report import (BAND_WIDTHS, HEADLINE_BAND_WIDTH, Band
                                           MaxDrop, OutputStrides, Precisions, Runs, Split, Verbose, Warmup,
                                           check_numbers, print_summary, report_args, report_checkpoint,
                                           targets_option, val_images_option)
-from edge_deeplab.config import DEFAULT_ITERATIONS, TrainConfig, make_config
+from edge_deeplab.config import DEFAULT_ITERATIONS, OPTION_RANGES, TrainConfig, make_config
 from edge_deeplab.models.config import OUTPUT_STRIDES
 from runtime.errors import EdgeDeeplabError
 from runtime.manifest import PRECISIONS, TARGETS
@@ -62,12 +62,14 @@ def pipeline(
                                                             "comma-separated")] = "separable",
     out: Annotated[Path, typer.Option(help="folder for the training runs and the report")] = Path("runs/pipeline"),
     iterations: Annotated[Optional[int], typer.Option(
-        min=1, help="training steps for every head",
+        click_type=OPTION_RANGES["iterations"], help="training steps for every head",
         show_default=f"each head's own: {DEFAULT_ITERATIONS[True]} separable, {DEFAULT_ITERATIONS[False]} dense, "
                      "the same training time")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="training batch size",
+    batch_size: Annotated[Optional[int], typer.Option(click_type=OPTION_RANGES["batch_size"],
+                                                      help="training batch size",
                                                       show_default=str(TRAIN_DEFAULTS.batch_size))] = None,
-    seed: Annotated[Optional[int], typer.Option(help="training seed", show_default=str(TRAIN_DEFAULTS.seed))] = None,
+    seed: Annotated[Optional[int], typer.Option(click_type=OPTION_RANGES["seed"], help="training seed",
+                                                show_default=str(TRAIN_DEFAULTS.seed))] = None,
     force: Annotated[bool, typer.Option("--force", help="train again even if <out>/<head> holds a finished run")
                      ] = False,
     data: Data = None,

@@ -22,6 +22,7 @@ from edge_deeplab.commands.options import (RUNTIME_DEFAULTS, CalibMethod, Thread
                                            size_option)
 from edge_deeplab.evaluate import DEFAULT_BAND_WIDTHS
 from edge_deeplab.export import check_input_size_limit
+from edge_deeplab.ranges import FiniteFloat
 from edge_deeplab.models.config import OUTPUT_STRIDES
 from runtime.errors import EdgeDeeplabError
 from runtime.manifest import PRECISIONS, TARGETS
@@ -85,8 +86,8 @@ CalibMethodOpt = Annotated[CalibMethod, typer.Option("--calib-method",
                                                      help="range method for the onnxruntime/tensorrt INT8")]
 CalibSeed = Annotated[int, typer.Option(help="seed of the calibration pick")]
 MaxDrop = Annotated[Optional[float], typer.Option(
-    metavar="POINTS", min=0.0, help="INT8 accuracy guard on the scored images: largest mIoU drop against FP32, "
-                                    "in points", show_default="no guard")]
+    metavar="POINTS", click_type=FiniteFloat(min=0), show_default="no guard",
+    help="INT8 accuracy guard on the scored images: largest mIoU drop against FP32, in points")]
 Runs = Annotated[int, typer.Option(min=1, help="timed runs per bundle")]
 Warmup = Annotated[int, typer.Option(min=0, help="untimed runs per bundle first")]
 BandWidths = Annotated[str, typer.Option(help="trimap band widths for boundary mIoU, pixels, comma-separated")]
