@@ -38,9 +38,11 @@ def evaluate(
 ) -> int:
     from edge_deeplab.data.base import open_dataset
     from edge_deeplab.evaluate import format_table, score_predictions
+    from runtime.outputs import refuse_overlap
 
     widths = parse_widths(band_widths)
     if json_path:
+        refuse_overlap(json_path, [model, data], "--json")
         check_writable(json_path, force)  # before the scoring, not after it
     path = model
     if path.is_dir():

@@ -102,12 +102,16 @@ def export(
                       calib_images=calib_images, calib_method=calib_method.value, calib_seed=calib_seed,
                       val_data=val_data, val_images=val_images, max_drop=max_drop, opset=opset, out=out, force=force,
                       cache_dir=cache_dir)
-    req, ckpt, output_stride_used = build_request(args)
-    req.log(f"building {ckpt.model_config.backbone} at output stride {output_stride_used} from {checkpoint}")
-    req.model = ckpt.build_model(output_stride_used)
-    if req.validation is not None:
-        req.validation.checkpoint_miou = checkpoint_miou(req.model, req.validation)
-    export_bundle(req)
+    from runtime.outputs import output_lock, refuse_overlap
+
+    refuse_overlap(out, [checkpoint, calib_data, val_data])
+    with output_lock(out):
+        req, ckpt, output_stride_used = build_request(args)
+        req.log(f"building {ckpt.model_config.backbone} at output stride {output_stride_used} from {checkpoint}")
+        req.model = ckpt.build_model(output_stride_used)
+        if req.validation is not None:
+            req.validation.checkpoint_miou = checkpoint_miou(req.model, req.validation)
+        export_bundle(req)
     return 0
 
 

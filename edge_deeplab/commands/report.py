@@ -205,6 +205,14 @@ def _open_samples(spec: str, split: str, classes: list[str], limit: int | None):
 
 def report_checkpoint(args: ReportArgs, checkpoints: list[Path], out: Path):
     """The checkpoint path of ``report`` (also the pipeline's last step); returns the Report."""
+    from runtime.outputs import output_lock, refuse_overlap
+
+    refuse_overlap(out, [*checkpoints, args.data, args.calib_data])
+    with output_lock(out):
+        return _report_checkpoint(args, checkpoints, out)
+
+
+def _report_checkpoint(args: ReportArgs, checkpoints: list[Path], out: Path):
     from edge_deeplab.report import (ExportSettings, Measurement, TimingSettings, model_labels, plan_combinations,
                                      report_from_checkpoint)
     from runtime.files import check_writable
@@ -245,6 +253,14 @@ def report_checkpoint(args: ReportArgs, checkpoints: list[Path], out: Path):
 
 def report_bundles(args: ReportArgs, folder: Path, out: Path):
     """The ``--bundles`` path: torch-free from end to end."""
+    from runtime.outputs import output_lock, refuse_overlap
+
+    refuse_overlap(out, [folder, args.data])
+    with output_lock(out):
+        return _report_bundles(args, folder, out)
+
+
+def _report_bundles(args: ReportArgs, folder: Path, out: Path):
     from edge_deeplab.report import Measurement, TimingSettings, find_bundles, report_from_bundles
     from runtime.files import check_writable
     from runtime.manifest import read_manifest

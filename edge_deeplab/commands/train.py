@@ -6,8 +6,9 @@ Every flag defaults to "not given" so that a YAML file's value is not overridden
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -80,10 +81,39 @@ def train(
     flags.update(backbone=value(backbone), output_stride=stride(output_stride))
     config_values = load_yaml_config(config) if config else {}
     settings = make_config(config_values, flags)
+    run_dir = Path(settings.out)
+    from runtime.outputs import refuse_overlap
+
+    # --force clears the run files in --out: no input may live there.
+    refuse_overlap(run_dir, [settings.data, settings.val_data, settings.backbone_weights])
     from edge_deeplab.devices import torch_device
     from edge_deeplab.train import train as run_training
 
     torch_device(settings.device)  # this machine has it, before any work
-    best = run_training(settings, resume=resume, force=force)
+    try:
+        best = run_holding_out(run_dir, lambda: run_training(settings, resume=resume, force=force))
+    except KeyboardInterrupt:
+        from runtime.signals import kept, note_kept
+
+        if kept():  # a checkpoint was saved
+            note_kept("continue with --resume")
+        raise
     print(f"best checkpoint: {best}")
     return 0
+
+
+def run_holding_out(run_dir: Path, run: Callable[[], Path]) -> Path:
+    """Run the training holding --out against a second run (rank 0 only under torchrun: the other
+    ranks write nothing), and remove --out again when a run that made it fails before writing."""
+    from runtime.files import missing_folders, remove_empty
+    from runtime.outputs import output_lock
+
+    if os.environ.get("RANK", "0") != "0":
+        return run()
+    made = missing_folders(run_dir)
+    try:
+        with output_lock(run_dir):
+            return run()
+    except BaseException:
+        remove_empty(made)
+        raise
