@@ -220,6 +220,7 @@ def _report_checkpoint(args: ReportArgs, checkpoints: list[Path], out: Path):
     widths, headline = check_numbers(args)
     combos = plan_combinations(args.output_strides, args.targets or list(TARGETS), args.precisions)
     check_writable(out, args.force)
+    check_distinct(checkpoints)
     missing = [name for name in ("torch", "onnx") if util.find_spec(name) is None]
     if missing:
         raise EdgeDeeplabError(
@@ -249,6 +250,24 @@ def _report_checkpoint(args: ReportArgs, checkpoints: list[Path], out: Path):
           f"{len(samples)} images of {data}/{args.split}", file=sys.stderr)
     return report_from_checkpoint(list(zip(labels, ckpts)), combos, measurement, export, out, args.force,
                                   args.keep_bundles)
+
+
+def check_distinct(checkpoints: list[Path]) -> None:
+    """One line when a checkpoint is given twice (by two names, or as two copies): its rows would
+    carry the same name, and a report compares different models."""
+    from runtime.files import sha256_file
+
+    seen: dict[str, Path] = {}
+    for path in checkpoints:
+        try:
+            digest = sha256_file(path)
+        except OSError:
+            continue  # loading it says what is wrong with it
+        if digest in seen:
+            twice = Path(path).resolve() == Path(seen[digest]).resolve()
+            same = "given twice" if twice else f"the same file as {seen[digest]}"
+            raise EdgeDeeplabError(f"checkpoint {path} is {same}; a report compares different checkpoints")
+        seen[digest] = path
 
 
 def report_bundles(args: ReportArgs, folder: Path, out: Path):
