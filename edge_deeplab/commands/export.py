@@ -18,7 +18,7 @@ from calibration.ranges import DEFAULT_METHOD
 from edge_deeplab.commands.options import (CalibMethod, OutputStride, Outputs, Precision, Target, size_option,
                                            stride, value)
 from edge_deeplab.export import (check_classes, check_input_size_limit, checkpoint_miou, default_input_size,
-                                 open_calibration, open_if_readable)
+                                 open_calibration, open_if_readable, sample_images)
 from edge_deeplab.ranges import FiniteFloat
 from exporters.onnx import MAX_OPSET, MIN_OPSET
 from runtime.errors import EdgeDeeplabError
@@ -67,7 +67,8 @@ def export(
     input_size: Annotated[Optional[str], typer.Option(  # (height, width) once parsed
         metavar="HxW", callback=size_option,
         help="static input size, or the size a --dynamic model is verified and tuned at",
-        show_default="the size the checkpoint was evaluated at, so the bundle keeps its mIoU")] = None,
+        show_default="the size the checkpoint was evaluated at (an imported one: its dataset's usual size), so the "
+                     "bundle keeps its mIoU; the export says which")] = None,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="dynamic batch, height and width")] = False,
     outputs: Annotated[Outputs, typer.Option(
         help="what the graph returns: the class mask (ArgMax inside the graph, one byte per pixel), the logits "
@@ -76,7 +77,8 @@ def export(
         help="take normalized float32 input (normalization on the host) instead of uint8 RGB with the "
              "normalization inside the graph")] = False,
     calib_data: Annotated[Optional[str], typer.Option(
-        help="calibration dataset (spec or folder; plain image folders work too)",
+        help="calibration dataset (spec or folder; plain image folders work too); without a readable --val-data, "
+             "also the images the export is verified on",
         show_default="the dataset the checkpoint was trained on")] = None,
     calib_images: Annotated[int, typer.Option(min=1, help="calibration images")] = 200,
     calib_method: Annotated[CalibMethod, typer.Option(help="range method for the onnxruntime/tensorrt INT8")
@@ -159,12 +161,15 @@ def build_request(args: ExportArgs):
         indices = list(range(min(args.val_images, len(val_dataset))))
         validation = ValidationInput(val_dataset, indices, val_spec, miou_function(len(classes), ckpt.ignore_index))
         verify_source = val_dataset
-    elif calib_dataset is not None:
-        print(f"note: the checkpoint's dataset {ckpt.dataset or '(none recorded)'} is not readable here, so the "
-              "bundle's mIoU is not measured; give --val-data to measure it", file=sys.stderr)
-        verify_source = calib_dataset
     else:
-        raise EdgeDeeplabError("no images to verify the export on: give --val-data (or --calib-data)")
+        # FP32 needs no calibration, and checking the bundle against PyTorch needs pictures, not labels.
+        if calib_dataset is not None:
+            verify_source, what = calib_dataset, f"image(s) of {calib_spec}"
+        else:
+            verify_source, what = sample_images(VERIFY_IMAGES), "built-in sample image(s) (--calib-data DIR: your own)"
+        print(f"note: the checkpoint's dataset {ckpt.dataset or '(none recorded)'} is not readable here, so the "
+              "bundle's mIoU is not measured (--val-data with a labelled copy measures it); the export is verified "
+              f"against PyTorch on {min(VERIFY_IMAGES, len(verify_source))} {what}", file=sys.stderr)
     verify_samples = [verify_source[i] for i in range(min(VERIFY_IMAGES, len(verify_source)))]
 
     stride = args.output_stride or ckpt.model_config.output_stride

@@ -191,16 +191,11 @@ def check_input_size(size: tuple[int, int], output_stride: int) -> None:
                                f"use at least {side}x{side}")
 
 
-def _open_samples(spec: str, split: str, classes: list[str], limit: int | None):
-    from edge_deeplab.data.base import open_dataset
+def _open_samples(spec: str, split: str, classes: list[str], limit: int | None, recorded: bool):
+    from edge_deeplab.data.base import open_scoring_data
     from edge_deeplab.report import SampleList
 
-    dataset = open_dataset(spec, split)
-    if list(dataset.classes) != list(classes):
-        raise EdgeDeeplabError(
-            f"dataset {spec} has {len(dataset.classes)} classes ({', '.join(list(dataset.classes)[:4])}...), the "
-            f"model {len(classes)} ({', '.join(list(classes)[:4])}...)")
-    return SampleList(dataset, limit)
+    return SampleList(open_scoring_data(spec, split, classes, recorded), limit)
 
 
 def report_checkpoint(args: ReportArgs, checkpoints: list[Path], out: Path):
@@ -237,7 +232,7 @@ def _report_checkpoint(args: ReportArgs, checkpoints: list[Path], out: Path):
                 f"{', '.join(other.classes[:4])}... against {len(ckpt.classes)}: {', '.join(ckpt.classes[:4])}...); "
                 "one report compares checkpoints of the same classes")
     data = args.data or ckpt.dataset or "synthetic"
-    samples = _open_samples(data, args.split, ckpt.classes, args.val_images)
+    samples = _open_samples(data, args.split, ckpt.classes, args.val_images, not args.data and bool(ckpt.dataset))
     height, width = args.input_size or samples.largest_size()
     check_input_size((height, width), max(args.output_strides))
     measurement = Measurement(samples, data, args.split, widths, headline,
@@ -296,8 +291,9 @@ def _report_bundles(args: ReportArgs, folder: Path, out: Path):
     if not bundles:
         raise EdgeDeeplabError(f"no bundle in {folder} matches the --output-strides, --targets and --precisions given")
     first = read_manifest(bundles[0][1], verify_files=False)
-    data = args.data or first.source.get("dataset") or "synthetic"
-    samples = _open_samples(data, args.split, first.classes, args.val_images)
+    recorded = first.source.get("dataset")
+    data = args.data or recorded or "synthetic"
+    samples = _open_samples(data, args.split, first.classes, args.val_images, not args.data and bool(recorded))
     measurement = Measurement(samples, data, args.split, widths, headline,
                               TimingSettings(args.runs, args.warmup, args.threads), args.verbose)
     print(f"report on {len(bundles)} bundles in {folder}, {len(samples)} images of {data}/{args.split}",
