@@ -30,18 +30,21 @@ def _real(path: str | os.PathLike) -> Path:
 def refuse_overlap(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], flag: str = "--out") -> None:
     """Fail when writing ``out`` would replace or delete one of ``inputs`` (``--force`` or not).
 
-    An input overlaps when it is ``out`` itself (through a symbolic or hard link too) or lies
-    inside the folder ``out``. Inputs that do not exist on disk (``synthetic``, a camera index, a
-    URL) cannot be lost and are skipped. Writing into a new folder inside an input folder is fine.
+    An input overlaps when it is ``out`` itself (through a symbolic or hard link too), lies inside
+    the folder ``out``, or is a folder holding an ``out`` that exists (a bundle's own model.json, a
+    dataset's images/). Inputs that do not exist on disk (``synthetic``, a camera index, a URL)
+    cannot be lost and are skipped. A new file or folder inside an input folder replaces nothing.
     """
     target = _real(out)
+    exists = os.path.lexists(target)
     for item in inputs:
         if item is None or not os.path.lexists(item):
             continue
         source = _real(item)
-        same = source == target or (os.path.exists(target) and os.path.samefile(source, target))
-        if same or target in source.parents:
-            what = "is" if same else "holds"
+        same = source == target or (exists and os.path.samefile(source, target))
+        what = "is" if same else "holds" if target in source.parents else "is inside" if (
+            exists and source in target.parents) else ""
+        if what:
             raise EdgeDeeplabError(f"{flag} {shown(out)} {what} the input {shown(item)}; write the output "
                                    f"elsewhere ({flag} never replaces an input, even with --force)")
 
