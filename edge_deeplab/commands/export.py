@@ -142,7 +142,14 @@ def build_request(args: ExportArgs):
     calibration = None
     calib_dataset = None
     if calib_spec:
-        calib_dataset = open_calibration(calib_spec)
+        try:
+            calib_dataset = open_calibration(calib_spec)
+        except EdgeDeeplabError as exc:
+            if args.calib_data:
+                raise
+            raise EdgeDeeplabError(f"{args.target} int8 needs calibration images and the checkpoint's dataset "
+                                   f"{calib_spec} is not readable here ({exc}); give --calib-data (a folder of "
+                                   "representative images will do)") from None
         check_classes(calib_dataset, calib_spec, classes)
     if calib_dataset is not None and precision == "int8":
         chosen = select_calibration_set(calib_dataset, args.calib_images, len(classes), ckpt.ignore_index,
