@@ -188,14 +188,14 @@ def test_parameter_counts_match_vainf_and_paper_layouts(backbone):
 
 
 def test_xception_paper_model_count():
-    model = build_model(ModelConfig("xception65", 21))  # separable auto-on, two decoder convs
+    model = build_model(ModelConfig("xception65", 21))  # separable by default, two decoder convs
     assert count_parameters(model) == XCEPTION_PAPER_PARAMS_21
 
 
 def test_deeplabv3_has_no_decoder():
-    model = build_model(ModelConfig("mobilenetv2", 21, decoder=False)).eval()
+    model = build_model(ModelConfig("mobilenetv2", 21, decoder=False, separable=False)).eval()
     assert model.decoder is None
-    # backbone + ASPP for C=320 (2,706,432, see above) + classifier 257*21
+    # backbone + dense ASPP for C=320 (2,706,432, see above) + classifier 257*21
     assert count_parameters(model) == 1_811_712 + 2_706_432 + 5_397
     with torch.no_grad():
         out = model(torch.randn(1, 3, 65, 65))
