@@ -8,19 +8,19 @@ written atomically, so a run killed while saving leaves the previous checkpoint 
 
 from __future__ import annotations
 
-import pickle
 import shutil
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_deeplab.models.config import ModelConfig
+from edge_deeplab.models.config import ModelConfig, separable_before_v2
 from runtime.errors import EdgeDeeplabError
 from runtime.files import atomic_file
 
 FORMAT = "edge-deeplab-checkpoint"
-FORMAT_VERSION = 1
+# 2: the model config's ``separable`` is always true or false; format 1 could hold null, which
+# meant dense except for Xception-65 (read so still).
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -125,22 +125,12 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
+def load_checkpoint(path: str | Path) -> Checkpoint:
     """Load and validate a checkpoint, turning every way it can be wrong into one clear line."""
-    import torch
+    from edge_deeplab.torch_files import load_torch_file
 
     path = Path(path)
-    if not path.is_file():
-        raise EdgeDeeplabError(f"checkpoint {path} does not exist")
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        # weights_only refuses anything but tensors and plain containers: not a torch file, or one
-        # holding pickled objects that we will not execute.
-        raise EdgeDeeplabError(f"{path} is not a checkpoint: not a torch file, or it holds pickled objects other than tensors") from None
-    except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgeDeeplabError(f"{path} is not a readable checkpoint (corrupt or truncated?): {reason[:200]}") from None
+    data = load_torch_file(path, "checkpoint")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         hint = ""
         if isinstance(data, dict) and "model_state" in data:
@@ -151,7 +141,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
         raise EdgeDeeplabError(f"{path} has checkpoint format version {version}; this edge-deeplab reads up to {FORMAT_VERSION}")
     try:
         ckpt = Checkpoint(
-            model_config=ModelConfig.from_dict(data["model_config"]),
+            model_config=_model_config(data["model_config"], version),
             state_dict=data["state_dict"],
             classes=list(data["classes"]),
             palette=[list(c) for c in data["palette"]],
@@ -171,6 +161,13 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
             f"{path}: model has {ckpt.model_config.num_classes} classes but names {len(ckpt.classes)}"
         )
     return ckpt
+
+
+def _model_config(data: Any, version: int) -> ModelConfig:
+    """The stored model config; a format-1 ``separable: null`` keeps the head it meant then."""
+    if version < 2 and isinstance(data, dict) and data.get("separable") is None:
+        data = {**data, "separable": separable_before_v2(str(data.get("backbone")))}
+    return ModelConfig.from_dict(data)
 
 
 def _size_or_none(value: Any) -> list[int] | None:

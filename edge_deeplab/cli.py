@@ -6,8 +6,10 @@ is asked for), so ``edge-deeplab infer`` on a Jetson never imports torch and ``e
 --help`` lists the commands from :data:`COMMANDS` without importing any of them.
 
 Errors are one line and a non-zero exit, whoever raised them: a usage error (typer's own, exit 2),
-a :class:`runtime.errors.EdgeDeeplabError` (the user's to fix, exit 2), a write that failed because
-the disk is full (exit 2). Ctrl-C exits with 130.
+a :class:`runtime.errors.EdgeDeeplabError` (the user's to fix, exit 2), an operating-system error
+on a path (a full disk, permission denied, a read-only file system: exit 2, the path named by
+:func:`runtime.files.path_error`). Ctrl-C and SIGTERM stop a command the same way
+(:mod:`runtime.signals`): it winds down, keeps what is complete, and exits 130 with one line.
 """
 
 from __future__ import annotations
@@ -113,15 +115,33 @@ def _command_name(argv: Sequence[str]) -> str:
 
 
 def _fail(where: str, message: str, code: int = 2) -> int:
-    print(f"{where}: error: {message}", file=sys.stderr)
+    from runtime.signals import stopped_by
+
+    if stopped_by() is None:  # an error caused by the stop itself is said by the stop's own line
+        print(f"{where}: error: {message}", file=sys.stderr)
     return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status (the console script exits with it)."""
+    from runtime.signals import kept, stop_on_signals, stopped_by
+
     _quiet_telemetry()
     args = list(sys.argv[1:] if argv is None else argv)
     where = _command_name(args)
+    with stop_on_signals():
+        code = _run(args, where)
+        # typer turns a KeyboardInterrupt into exit status 130 without a word: say what stopped the run.
+        signal_name = stopped_by()
+        if signal_name is not None:
+            note = kept()
+            print(f"{where}: stopped by {signal_name}" + (f"; {note}" if note else ""), file=sys.stderr)
+            return 130
+    return code
+
+
+def _run(args: list[str], where: str) -> int:
+    """The command's exit status, every error printed as one line."""
     try:
         code = typer.main.get_command(app).main(args=args, prog_name=PROG, standalone_mode=False)
     except click.ClickException as exc:  # typer's usage errors, and click's own
@@ -134,17 +154,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(where, message, exc.exit_code)
     except EdgeDeeplabError as exc:
         return _fail(where, str(exc))
-    except (KeyboardInterrupt, click.Abort):
+    except click.Abort:  # end of input at a prompt
         print(f"{where}: interrupted", file=sys.stderr)
         return 130
+    except KeyboardInterrupt:  # stopped outside the command itself (the signal is recorded)
+        return 130
     except OSError as exc:
-        # A full disk is the user's to fix, wherever the write was (a library's own file, a log).
-        from runtime.files import no_room_error
+        # A path the machine refuses (full, read-only, not permitted, a name too long) is the
+        # user's to fix, wherever the call was (our code, a library's own file).
+        if exc.errno is None and exc.filename is None:
+            raise  # not the operating system's: a library's own error, a bug to see whole
+        from runtime.files import path_error
 
-        full = no_room_error(exc, exc.filename or "the output")
-        if full is None:
-            raise
-        return _fail(where, str(full))
+        return _fail(where, str(path_error(exc)))
     return int(code or 0)
 
 

@@ -11,18 +11,36 @@ from typing import Any, get_args, get_type_hints
 
 import yaml
 
-from edge_deeplab.models.config import OUTPUT_STRIDES
+from edge_deeplab import ranges
+from edge_deeplab.models.config import OUTPUT_STRIDES, SEPARABLE_BY_DEFAULT
+from exporters.onnx import min_input_side
 from runtime.errors import EdgeDeeplabError
+from runtime.files import path_error
 
 
-# The default head per backbone: atrous separable convs in ASPP and decoder for the edge backbone
-# and for Xception-65 (as in the paper), dense 3x3 convs for the ResNets. On the synthetic set the
-# separable MobileNetV2 head, trained as long as the dense one, scored 76.3 mIoU against 75.6 and
-# runs at 0.34-0.56x its latency (README, "Which head"), so it is the default.
-SEPARABLE_BY_DEFAULT = {"mobilenetv2": True, "xception65": True, "resnet50": False, "resnet101": False}
 # Default steps per head: the same training time on the 2-core development CPU, where a separable
 # MobileNetV2 step costs 0.53x a dense one (benchmarks/head_costs.py): both take about 9.5 minutes.
 DEFAULT_ITERATIONS = {False: 1600, True: 3200}
+# The largest training crop: a full Cityscapes frame's width. Checked before anything is
+# allocated: --crop-size 1000000 would otherwise ask numpy for 2.7 TiB for the first crop.
+MAX_CROP = 2048
+# What each numeric option may be, for the flags (their click type: the range shows in --help) and
+# the YAML file alike (:func:`validate`). The crop's lower end also depends on the output stride.
+OPTION_RANGES = {
+    "width_mult": ranges.FiniteFloat(min=0, max=4, min_open=True),
+    "iterations": ranges.at_least(1),
+    "epochs": ranges.at_least(1),
+    "batch_size": ranges.at_least(1),
+    "crop_size": ranges.at_least(min_input_side(min(OUTPUT_STRIDES)), MAX_CROP),
+    "lr": ranges.positive(),
+    "momentum": ranges.FiniteFloat(min=0, max=1, max_open=True),
+    "weight_decay": ranges.FiniteFloat(min=0),
+    "poly_power": ranges.FiniteFloat(min=0),
+    "seed": ranges.at_least(0, 2**32 - 1),  # numpy and torch both take any seed in this range
+    "val_every": ranges.at_least(1),
+    "val_images": ranges.at_least(1),
+    "workers": ranges.at_least(0),
+}
 
 
 @dataclass
@@ -31,7 +49,8 @@ class TrainConfig:
     in under ten minutes on a 2-core CPU (see README for the figures).
 
     ``separable`` and ``iterations`` left at None are resolved by :func:`make_config`: the
-    backbone's default head (:data:`SEPARABLE_BY_DEFAULT`) and that head's step budget
+    backbone's default head (:data:`edge_deeplab.models.config.SEPARABLE_BY_DEFAULT`, the one
+    ``ModelConfig`` also uses) and that head's step budget
     (:data:`DEFAULT_ITERATIONS`), so a saved configuration always says what was trained.
     """
 
@@ -73,7 +92,10 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
-        raise EdgeDeeplabError(f"cannot read config {path}: {exc.strerror}") from None
+        raise path_error(exc, path, "read config") from None
+    except UnicodeDecodeError as exc:
+        raise EdgeDeeplabError(f"config {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                               f"{exc.start}); save it as UTF-8") from None
     except yaml.YAMLError as exc:
         raise EdgeDeeplabError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -126,15 +148,16 @@ def check_types(values: dict[str, Any]) -> None:
 
 
 def validate(config: TrainConfig) -> None:
-    """Reject impossible settings before any work starts."""
+    """Reject impossible settings before any work starts (the flags' ranges also cover YAML values)."""
+    from edge_deeplab.devices import check_device_name
+
     if config.output_stride not in OUTPUT_STRIDES:
         raise EdgeDeeplabError(f"output stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}, not {config.output_stride}")
-    for name in ("iterations", "batch_size", "crop_size", "val_every"):
-        if int(getattr(config, name)) <= 0:
-            raise EdgeDeeplabError(f"{name.replace('_', '-')} must be positive")
-    if config.epochs is not None and config.epochs <= 0:
-        raise EdgeDeeplabError("epochs must be positive")
-    if config.lr <= 0:
-        raise EdgeDeeplabError("learning rate must be positive")
-    if not (config.device == "cpu" or config.device.startswith("cuda")):
-        raise EdgeDeeplabError(f"device must be 'cpu' or 'cuda[:N]', not {config.device!r}")
+    for name, kind in OPTION_RANGES.items():
+        if getattr(config, name) is not None:
+            ranges.check(name, getattr(config, name), kind)
+    smallest = min_input_side(config.output_stride)
+    if config.crop_size < smallest:
+        raise EdgeDeeplabError(f"crop-size {config.crop_size} is too small for output stride {config.output_stride}; "
+                               f"use at least {smallest}")
+    check_device_name(config.device)

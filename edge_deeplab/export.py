@@ -66,6 +66,17 @@ def open_if_readable(spec: str):
         return None
 
 
+def sample_images(count: int) -> list:
+    """The built-in sample images (the synthetic set's first validation images): what an export is
+    verified against PyTorch on when no image of the checkpoint's own data is on this machine.
+    Verification compares the bundle with PyTorch pixel by pixel, so any real-looking picture serves;
+    labels are not needed."""
+    from edge_deeplab.data.base import open_dataset
+
+    samples = open_dataset("synthetic", "val")
+    return [samples[i] for i in range(min(count, len(samples)))]
+
+
 def default_input_size(ckpt, validation) -> tuple[tuple[int, int], str]:
     """The bundle's input size when none is given, and why: the size the checkpoint's mIoU was
     measured at, so that the bundle sees images as the checkpoint did (whole, not shrunk or padded)."""
@@ -73,6 +84,9 @@ def default_input_size(ckpt, validation) -> tuple[tuple[int, int], str]:
 
     if ckpt.eval_input_size:
         h, w = ckpt.eval_input_size
+        if "imported_from" in ckpt.metrics:  # recorded at import from the dataset's convention, not measured
+            return (h, w), (f"the usual evaluation size of {ckpt.dataset or 'its dataset'}, recorded at import "
+                            "(this checkpoint was not evaluated here)")
         return (h, w), "the size the checkpoint was evaluated at"
     usual = usual_eval_size(ckpt.dataset) if ckpt.dataset else None
     if usual:

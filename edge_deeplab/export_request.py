@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from edge_deeplab.export import (check_classes, check_input_size_limit, checkpoint_miou, default_input_size,
-                                 model_record, open_calibration, open_if_readable, source_record)
+                                 model_record, open_calibration, open_if_readable, sample_images, source_record)
 from runtime.errors import EdgeDeeplabError
 
 if TYPE_CHECKING:
@@ -107,7 +107,14 @@ def _calibration_dataset(args: ExportArgs, ckpt: Checkpoint, precision: str) -> 
         raise EdgeDeeplabError(f"{args.target} int8 needs calibration images: give --calib-data")
     if not calib_spec:
         return calib_spec, None
-    dataset = open_calibration(calib_spec)
+    try:
+        dataset = open_calibration(calib_spec)
+    except EdgeDeeplabError as exc:
+        if args.calib_data:
+            raise
+        raise EdgeDeeplabError(f"{args.target} int8 needs calibration images and the checkpoint's dataset "
+                               f"{calib_spec} is not readable here ({exc}); give --calib-data (a folder of "
+                               "representative images will do)") from None
     check_classes(dataset, calib_spec, ckpt.classes)
     return calib_spec, dataset
 
@@ -127,7 +134,8 @@ def _validation(args: ExportArgs, ckpt: Checkpoint,
     """The labelled validation images (None when none are readable) and the dataset to verify on.
 
     The bundle is scored on the checkpoint's own dataset unless told otherwise; a checkpoint whose
-    dataset is not on this machine (an imported one, say) is verified on calibration images.
+    dataset is not on this machine (an imported one, say) is verified on calibration images, or on
+    the built-in sample images when there are none.
     """
     from edge_deeplab.data.base import open_dataset
     from edge_deeplab.metrics import miou_function
@@ -142,11 +150,15 @@ def _validation(args: ExportArgs, ckpt: Checkpoint,
         indices = list(range(min(args.val_images, len(val_dataset))))
         miou = miou_function(len(ckpt.classes), ckpt.ignore_index)
         return ValidationInput(val_dataset, indices, val_spec, miou), val_dataset
+    # FP32 needs no calibration, and checking the bundle against PyTorch needs pictures, not labels.
     if calib_dataset is not None:
-        print(f"note: the checkpoint's dataset {ckpt.dataset or '(none recorded)'} is not readable here, so the "
-              "bundle's mIoU is not measured; give --val-data to measure it", file=sys.stderr)
-        return None, calib_dataset
-    raise EdgeDeeplabError("no images to verify the export on: give --val-data (or --calib-data)")
+        verify_source, what = calib_dataset, f"image(s) of {args.calib_data or ckpt.dataset}"
+    else:
+        verify_source, what = sample_images(VERIFY_IMAGES), "built-in sample image(s) (--calib-data DIR: your own)"
+    print(f"note: the checkpoint's dataset {ckpt.dataset or '(none recorded)'} is not readable here, so the "
+          "bundle's mIoU is not measured (--val-data with a labelled copy measures it); the export is verified "
+          f"against PyTorch on {min(VERIFY_IMAGES, len(verify_source))} {what}", file=sys.stderr)
+    return None, verify_source
 
 
 def _input_size(args: ExportArgs, ckpt: Checkpoint, validation: ValidationInput | None) -> tuple[int, int]:

@@ -27,6 +27,7 @@ from edge_deeplab.config import TrainConfig
 from runtime.errors import EdgeDeeplabError
 from runtime.files import atomic_write_text
 from runtime.progress import progress_bar
+from runtime.signals import leave_stop_to_parent
 
 
 @dataclass
@@ -90,13 +91,14 @@ def _init_distributed(device: str) -> DistInfo:
 def _resolve_device(config: TrainConfig, dist: DistInfo):
     import torch
 
-    if config.device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise EdgeDeeplabError("--device cuda was asked for but this torch build sees no CUDA GPU")
-        index = dist.local_rank if dist.world_size > 1 else (int(config.device.split(":")[1]) if ":" in config.device else 0)
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    return torch.device("cpu")
+    from edge_deeplab.devices import torch_device
+
+    device = torch_device(config.device)
+    if device.type == "cuda":
+        if dist.world_size > 1:  # torchrun: each process its own GPU
+            device = torch_device(f"cuda:{dist.local_rank}")
+        torch.cuda.set_device(device.index)
+    return device
 
 
 def _prepare_out_dir(out: Path, resume: bool, force: bool) -> None:
@@ -260,6 +262,7 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, progre
         batch_sampler=sampler,
         num_workers=config.workers,
         collate_fn=collate,
+        worker_init_fn=leave_stop_to_parent,
         pin_memory=device.type == "cuda",
         # A private generator, so creating the loader does not draw from the global torch RNG,
         # whose state the checkpoint restores for exact resume.
@@ -348,10 +351,12 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, progre
             raise EdgeDeeplabError(f"{problem} (run 'edge-deeplab datasets check' to list every problem)") from None
         raise
     except KeyboardInterrupt:
-        # Ctrl-C: keep the steps done so far; --resume continues from here.
+        # Ctrl-C or SIGTERM: keep the steps done so far; --resume continues from here.
         if dist.is_main and step > start:
+            from runtime.signals import note_kept
+
             save_checkpoint(make_checkpoint(step, {"step": step, "interrupted": True}), out / "last.pt")
-            print(f"\ninterrupted at step {step}; continue with --resume", file=sys.stderr)
+            note_kept(f"step {step} of {total} is saved in {out / 'last.pt'}")
         raise
     finally:
         if bar is not None:

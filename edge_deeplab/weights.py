@@ -1,7 +1,8 @@
 """Weights trained elsewhere: torchvision ImageNet backbones, and VainF/DeepLabV3Plus-Pytorch models.
 
-Both are read from local files (nothing is downloaded) with ``torch.load(weights_only=True)``, so
-no pickled code runs, and loaded strictly: every tensor must find its place and every place must
+Both are read from local files (nothing is downloaded) by :func:`edge_deeplab.torch_files.load_torch_file`
+(checked to be torch files first, then ``torch.load(weights_only=True)``, so no pickled code runs),
+and loaded strictly: every tensor must find its place and every place must
 get a tensor, or the error names the first key that does not fit.
 
 **Backbones.** :func:`load_backbone_weights` takes a torchvision state dict (``mobilenet_v2``,
@@ -46,14 +47,13 @@ models use torchvision's padding, as VainF's do.
 
 from __future__ import annotations
 
-import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from edge_deeplab.checkpoint import Checkpoint
 from edge_deeplab.models.config import ModelConfig
+from edge_deeplab.torch_files import load_torch_file
 from runtime.errors import EdgeDeeplabError
 from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
@@ -95,57 +95,6 @@ VAINF_BACKBONE = {
 }
 VAINF_CLASSIFIER_KEY = "classifier.classifier.3.weight"
 VAINF_REPO = "VainF/DeepLabV3Plus-Pytorch"
-
-def _numpy_data_globals() -> list[Any]:
-    """What ``torch.serialization.safe_globals`` must allow to unpickle numpy scalars.
-
-    VainF's checkpoints pickle a numpy float64 (``best_score``): the scalar constructor, named
-    ``numpy.core...`` or ``numpy._core...`` after the numpy that wrote the file, ``numpy.dtype``,
-    and, from numpy 1.25 on, the dtype's class (``numpy.dtypes.Float64DType``). All are plain data.
-    """
-    import numpy as np
-
-    core = getattr(np, "_core", None) or np.core
-    scalar = core.multiarray.scalar
-    allowed: list[Any] = [
-        np.dtype,
-        (scalar, "numpy.core.multiarray.scalar"),
-        (scalar, "numpy._core.multiarray.scalar"),
-    ]
-    dtypes = getattr(np, "dtypes", None)
-    if dtypes is not None:
-        allowed += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
-    return allowed
-
-
-def read_weights_file(path: str | Path) -> Any:
-    """``torch.load(path, weights_only=True)``, with every failure turned into one clear line.
-
-    numpy scalars are let through (training scripts often save a numpy metric beside the
-    weights); any other pickled object is refused rather than executed.
-    """
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise EdgeDeeplabError(f"weights file {path} does not exist")
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            with torch.serialization.safe_globals(_numpy_data_globals()):
-                return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)|got <class '([\w.]+)'>", str(exc))
-        what = next(g for g in found.groups() if g) if found else "objects other than tensors"
-        raise EdgeDeeplabError(
-            f"{path} holds pickled Python objects ({what}) besides tensors; weights are only "
-            "loaded from files that need no code to unpickle"
-        ) from None
-    except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgeDeeplabError(f"{path} is not a readable PyTorch file (corrupt or truncated?): {reason[:200]}") from None
-
 
 def _tensor_dict(data: Any, path: Path) -> dict[str, "Tensor"]:
     """A ``{name: tensor}`` dict, or an error saying what the file holds instead."""
@@ -213,7 +162,7 @@ def load_backbone_weights(model: "nn.Module", path: str | Path) -> None:
             f"there are no torchvision ImageNet weights for {backbone_name}; "
             f"backbone weights can be loaded for {', '.join(IMAGENET_ONLY)}"
         )
-    data = read_weights_file(path)
+    data = load_torch_file(path, "weights file")
     if isinstance(data, Mapping) and "model_state" in data:
         raise EdgeDeeplabError(
             f"{path} is a whole VainF/DeepLabV3Plus-Pytorch model, not backbone weights; "
@@ -351,7 +300,7 @@ def import_vainf(
     from edge_deeplab.models import build_model
 
     path = Path(path)
-    data = read_weights_file(path)
+    data = load_torch_file(path, "weights file")
     if not isinstance(data, Mapping) or "model_state" not in data:
         found = sorted(map(str, data))[:5] if isinstance(data, Mapping) else type(data).__name__
         raise EdgeDeeplabError(f"{path} is not a {VAINF_REPO} checkpoint (no 'model_state'; found {found})")

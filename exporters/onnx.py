@@ -34,6 +34,9 @@ from runtime.manifest import LOGITS, MASK
 
 INPUT_NAME = "image"
 MIN_OPSET = 17
+# The newest opset torch's exporter writes (torch.onnx._constants.ONNX_MAX_OPSET: 23 in torch 2.13,
+# the newest torch the 'export' extra installs); an older torch refuses some of these in one line.
+MAX_OPSET = 23
 
 
 def min_input_side(output_stride: int) -> int:
@@ -110,6 +113,7 @@ def export_onnx(
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice, not actionable here
+        _check_opset_exportable(torch, opset)
         torch.onnx.export(
             model,
             (example,),
@@ -125,6 +129,13 @@ def export_onnx(
     proto = onnx.shape_inference.infer_shapes(proto)
     onnx.checker.check_model(proto)
     return atomic_write_bytes(dest, proto.SerializeToString())
+
+
+def _check_opset_exportable(torch, opset: int) -> None:
+    """One line when this torch cannot write ``opset`` (an older torch stops below :data:`MAX_OPSET`)."""
+    newest = getattr(getattr(torch.onnx, "_constants", None), "ONNX_MAX_OPSET", MAX_OPSET)
+    if opset > newest:
+        raise EdgeDeeplabError(f"--opset {opset}: torch {torch.__version__} exports opsets {MIN_OPSET} to {newest}")
 
 
 def torch_logits(model, arrays: Sequence[np.ndarray], uint8_input: bool, mean, std) -> list[np.ndarray]:

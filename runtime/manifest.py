@@ -170,6 +170,7 @@ def read_manifest(bundle_dir: str | Path, verify_files: bool = True) -> Manifest
     if not manifest.outputs or any(name not in (MASK, LOGITS) for name in manifest.outputs):
         raise BundleError(f"{path}: outputs {manifest.outputs!r} must name {MASK!r}, {LOGITS!r} or both")
     check_file_names(manifest, path)
+    check_class_count(manifest, path)
     if verify_files:
         for name, digest in manifest.checksums.items():
             file = bundle_dir / name
@@ -270,6 +271,25 @@ def check_int8_kernels(record: Any, path: Path) -> None:
         if not (_is(agreement, _NUMBER) and 0 <= agreement <= 1):
             raise BundleError(f'{path}: "int8_kernels.fused_vs_exact.agreement" must be a number 0-1, '
                               f'not {json.dumps(agreement)[:60]}')
+
+
+def check_class_count(manifest: Manifest, path: Path) -> None:
+    """The class names, the colours and the model's own class count must agree.
+
+    A model.json edited to list 3 classes for a 7-class model would otherwise run, and the
+    runtime would write labels it has no name or colour for; the model's output itself is checked
+    at every prediction (:class:`runtime.segmenter.Segmenter`).
+    """
+    count = len(manifest.classes)
+    if count == 0:
+        raise BundleError(f'{path}: "classes" is empty; a bundle names each class its model predicts')
+    if len(manifest.palette) != count:
+        raise BundleError(f'{path}: "palette" has {len(manifest.palette)} colours for {count} classes; '
+                          "it needs one colour per class")
+    declared = manifest.model.get("num_classes")
+    if declared is not None and declared != count:
+        raise BundleError(f'{path}: "classes" names {count} classes but the model predicts {declared} '
+                          '("model.num_classes"); re-copy or re-export the bundle')
 
 
 def check_file_names(manifest: Manifest, path: Path) -> None:

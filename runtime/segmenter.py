@@ -118,6 +118,7 @@ class Segmenter:
                     expected = "N x H x W" if output == MASK else "N x C x H x W"
                     raise BundleError(f"{self.bundle_dir}: model output {output!r} has shape {result.shape}, "
                                       f"expected {expected}")
+                self._check_classes(result, output)
                 for row, i in enumerate(part):
                     placement = prepared[i][1]
                     if result.shape[-2:] != (placement.input_h, placement.input_w):
@@ -127,6 +128,20 @@ class Segmenter:
                         )
                     results[i] = finish(result[row], placement)
         return results
+
+    def _check_classes(self, result: np.ndarray, output: str) -> None:
+        """The model must predict the manifest's classes: C logit planes, or mask values below C.
+
+        A manifest naming fewer classes than the model has would otherwise give labels with no
+        name or colour, written to disk as if they were fine. The mask check is one pass over a
+        byte per pixel, small beside the model.
+        """
+        classes = self.manifest.num_classes
+        found = result.shape[1] if output == LOGITS else int(result.max(initial=0)) + 1
+        if (output == LOGITS and found != classes) or found > classes:
+            what = f"{found} logit planes" if output == LOGITS else f"class {found - 1}"
+            raise BundleError(f"{self.bundle_dir}: the model predicts {what}, but model.json names {classes} classes "
+                              "(an edited or mismatched manifest?); re-copy or re-export the bundle")
 
     def _to_mask(self, logits: np.ndarray, placement: Placement) -> np.ndarray:
         """Crop the padding off, take the argmax and bring the mask to the original size."""

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from runtime.errors import EdgeDeeplabError
 from runtime.files import sha256_file
 from test_export import checkpoint  # noqa: F401  (the session's tiny trained checkpoint)
 from test_runtime_bundles import blocks_image, build_bundle
@@ -185,6 +186,36 @@ def _with_file(name: str, text: str, argv: Callable[[Path, Path, Path, Path], li
     return setup
 
 
+def _latin1_yaml(path: Path) -> Path:
+    path.write_bytes("iterations: 1  # caf\xe9\n".encode("latin-1"))
+    return path
+
+
+def _images(folder: Path, count: int = 2) -> Path:
+    folder.mkdir()
+    for i in range(count):
+        noise_png(folder / f"{i}.png", 16)
+    return folder
+
+
+def _copy(source: Path, dest: Path) -> Path:
+    (shutil.copytree if source.is_dir() else shutil.copy)(source, dest)
+    return dest
+
+
+def _two_class_folder(folder: Path) -> Path:
+    """A labelled folder dataset whose classes differ from the synthetic set's."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    (folder / "classes.yaml").write_text("classes: [sky, ground]\n")
+    (folder / "splits").mkdir()
+    for i, split in enumerate(("train", "val")):
+        noise_png(folder / "images" / f"{i}.png", 32)
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(folder / "masks" / f"{i}.png")
+        (folder / "splits" / f"{split}.txt").write_text(f"{i}\n")
+    return folder
+
+
 CASES = [
     ("bomb-image", "infer", "too many pixels",
      lambda t, b, ov, ck: ["infer", b, png_bomb(t / "bomb.png"), "--out", t / "out"]),
@@ -215,6 +246,60 @@ CASES = [
      _with_file("scores.json", "{}\n", lambda t, b, ov, ck: ["evaluate", b, "--json", t / "scores.json"])),
     ("state-dict-shape", "evaluate", "has shape [3, 3, 3, 3] in the checkpoint, the model needs",
      lambda t, b, ov, ck: ["evaluate", shape_mismatch_checkpoint(ck, t / "bad.pt"), "--limit", "1"]),
+    # Operating-system errors on a path: one line naming it, found before any work.
+    ("out-name-too-long", "infer", "has 300 bytes; this file system allows",
+     lambda t, b, ov, ck: ["infer", b, noise_png(t / "x.png", 16), "--out", t / ("x" * 300)]),
+    ("runs-is-a-file", "infer", "runs is a file, not a folder",
+     _with_file("runs", "mine", lambda t, b, ov, ck: ["infer", b, noise_png(t / "x.png", 16)])),
+    ("preview-out-is-a-file", "datasets", "is a file; preview writes its PNGs into a folder",
+     _with_file("p", "mine", lambda t, b, ov, ck: ["datasets", "preview", "synthetic:size=32,n=2", "--out", t / "p"])),
+    ("pipeline-out-is-a-file", "pipeline", "is a file, not a folder",
+     _with_file("p", "mine", lambda t, b, ov, ck: ["pipeline", "--out", t / "p", "--quick"])),
+    # A file that is not a checkpoint is named for what it is before torch reads it.
+    ("text-file-as-checkpoint", "evaluate", "is not a checkpoint: it is a text file",
+     _with_file("c.pt", "not weights\n", lambda t, b, ov, ck: ["evaluate", t / "c.pt"])),
+    # Option values refused where they are given.
+    ("train-workers-negative", "train", "-1 is not in the range x>=0",
+     lambda t, b, ov, ck: ["train", "--out", t / "run", *TINY_TRAIN, "--workers", "-1"]),
+    ("train-seed-negative", "train", "-1 is not in the range 0<=x<=4294967295",
+     lambda t, b, ov, ck: ["train", "--out", t / "run", *TINY_TRAIN, "--seed", "-1"]),
+    ("train-val-images-0", "train", "0 is not in the range x>=1",
+     lambda t, b, ov, ck: ["train", "--out", t / "run", *TINY_TRAIN, "--val-images", "0"]),
+    ("train-crop-size-huge", "train", "1000000 is not in the range 9<=x<=2048",
+     lambda t, b, ov, ck: ["train", "--out", t / "run", *TINY_TRAIN, "--crop-size", "1000000"]),
+    ("yaml-crop-size-huge", "train", "crop-size: 1000000 is not in the range",
+     _with_file("c.yaml", "crop_size: 1000000\n", lambda t, b, ov, ck: ["train", "--config", t / "c.yaml"])),
+    ("yaml-not-utf8", "train", "is not UTF-8 text (byte 0xe9",
+     lambda t, b, ov, ck: ["train", "--config", _latin1_yaml(t / "c.yaml")]),
+    ("preview-size-huge", "datasets", "synthetic image size must be 32 to 2048, got 200000",
+     lambda t, b, ov, ck: ["datasets", "preview", "synthetic:size=200000", "--out", t / "p"]),
+    ("infer-duration-negative", "infer", "-1.0 is not in the range x>0",
+     lambda t, b, ov, ck: ["infer", b, noise_png(t / "x.png", 16), "--out", t / "o", "--duration", "-1"]),
+    ("export-opset-99", "export", "99 is not in the range 17<=x<=23",
+     lambda t, b, ov, ck: ["export", ck, "--target", "onnx", "--out", t / "b", "--opset", "99"]),
+    ("evaluate-device-missing", "evaluate", "--device cuda:7: this",
+     lambda t, b, ov, ck: ["evaluate", ck, "--device", "cuda:7", "--limit", "1"]),
+    # An output never replaces an input, --force or not, and nothing is read first.
+    ("infer-out-is-the-source-folder", "infer", "holds the input",
+     lambda t, b, ov, ck: ["infer", b, _images(t / "src"), "--out", t / "src", "--force"]),
+    ("infer-out-is-the-source-image", "infer", "is the input",
+     lambda t, b, ov, ck: ["infer", b, noise_png(t / "a.png", 16), "--out", t / "a.png", "--force"]),
+    ("import-out-is-the-input", "import-checkpoint", "is the input",
+     lambda t, b, ov, ck: ["import-checkpoint", _copy(ck, t / "a.pt"), "--out", t / "a.pt", "--force"]),
+    ("report-out-is-the-bundles", "report", "is the input",
+     lambda t, b, ov, ck: ["report", "--bundles", _copy(b, t / "bundles"), "--out", t / "bundles", "--force"]),
+    # Checked too little before.
+    ("manifest-names-fewer-classes", "infer", '"classes" names 2 classes but the model predicts 4',
+     _infer_one(_edited(lambda d: d.update(classes=d["classes"][:2], palette=d["palette"][:2])))),
+    ("model-predicts-more-classes", "infer", "but model.json names 2 classes",
+     _infer_one(_edited(lambda d: (d.update(classes=d["classes"][:2], palette=d["palette"][:2]),
+                                   d["model"].update(num_classes=2))))),
+    ("report-same-checkpoint-twice", "report", "is given twice",
+     lambda t, b, ov, ck: ["report", ck, ck, "--out", t / "r"]),
+    ("pipeline-training-refused", "pipeline", "fewer than one batch (8)",  # the spawned training's own line
+     lambda t, b, ov, ck: ["pipeline", "--out", t / "p", "--quick", "--data", "synthetic:size=32,n=2"]),
+    ("train-refused-at-validation", "train", "classes differ",  # and leaves no --out behind (the snapshot)
+     lambda t, b, ov, ck: ["train", "--out", t / "run", *TINY_TRAIN, "--val-data", _two_class_folder(t / "v")]),
 ]
 
 
@@ -271,6 +356,75 @@ def test_full_disk_is_one_line_and_leaves_no_half_file(case, tmp_path, full_disk
     # Nothing half-written: no bundle, image, video, checkpoint or hidden temporary file. A
     # training run keeps its folder and the log lines written before the checkpoint failed.
     assert left in ([], ["run", "run/log.jsonl"]), left
+
+
+@pytest.fixture
+def read_only_disk(tmp_path: Path):
+    """A read-only tmpfs, as a write-protected card or a read-only container mount."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)], check=True,
+                       capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({exc}); needs root")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False, timeout=30)
+
+
+def test_read_only_out_is_one_line_before_any_work(tmp_path, read_only_disk, bundle) -> None:
+    image = noise_png(tmp_path / "a.png", 16)
+    proc = cli("infer", bundle, image, "--out", read_only_disk / "out", cwd=tmp_path)
+    assert_one_line_error(proc, "infer", f"cannot write {read_only_disk / 'out'}: {read_only_disk} is on a "
+                                         "read-only file system")
+
+
+# -- checks below the command line, grouped: each is one function's rule, not a CLI concern ---------
+
+def test_numbered_folders_count_ascii_digits_only(tmp_path) -> None:
+    from runtime.files import new_numbered_dir
+
+    for name in ("001", "²", "٣", "7a"):  # '²' and '٣' pass str.isdigit() but are no run numbers
+        (tmp_path / name).mkdir()
+    assert new_numbered_dir(tmp_path).name == "002"
+
+
+def test_a_file_is_checked_to_be_a_torch_file_before_torch_reads_it(tmp_path) -> None:
+    import zipfile
+
+    from edge_deeplab.torch_files import check_torch_file
+
+    kinds = {"text.pt": (b"not weights\n", "it is a text file"), "empty.pt": (b"", "is empty"),
+             "image.pt": (b"\x89PNG\r\n\x1a\n" + bytes(60), "a PNG image"),
+             "model.pt": (b"\x08\x07\x12\x07pytorch", "an ONNX model")}
+    for name, (data, message) in kinds.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(EdgeDeeplabError, match=message):
+            check_torch_file(tmp_path / name, "checkpoint")
+    with pytest.raises(EdgeDeeplabError, match="is a folder, not a checkpoint"):
+        check_torch_file(tmp_path, "checkpoint")
+    with zipfile.ZipFile(tmp_path / "zip.pt", "w") as archive:  # torch's own format passes the check
+        archive.writestr("archive/data.pkl", b"")
+    assert check_torch_file(tmp_path / "zip.pt", "checkpoint") == tmp_path / "zip.pt"
+
+
+def test_an_output_overlaps_an_input_through_links_too(tmp_path) -> None:
+    from runtime.outputs import refuse_overlap
+
+    (tmp_path / "src").mkdir()
+    noise_png(tmp_path / "src" / "a.png", 16)
+    os.symlink(tmp_path / "src", tmp_path / "link")
+    os.link(tmp_path / "src" / "a.png", tmp_path / "hard.png")
+    for out, source in ((tmp_path / "link", tmp_path / "src"), (tmp_path / "hard.png", tmp_path / "src" / "a.png"),
+                        (tmp_path, tmp_path / "src" / "a.png")):
+        with pytest.raises(EdgeDeeplabError, match="never replaces an input"):
+            refuse_overlap(out, [source])
+    with pytest.raises(EdgeDeeplabError, match="is inside the input"):  # a file the input folder holds
+        refuse_overlap(tmp_path / "src" / "a.png", [tmp_path / "src"])
+    refuse_overlap(tmp_path / "src" / "results", [tmp_path / "src"])  # a new folder inside an input: fine
+    refuse_overlap(tmp_path / "out", ["synthetic", None])  # not on disk: nothing to lose
 
 
 # -- faults that must not lose the work done ----------------------------------------------------

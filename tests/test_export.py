@@ -192,6 +192,33 @@ def test_default_size_is_the_one_the_checkpoint_was_evaluated_at(checkpoint, tmp
     assert read_manifest(out).input.shape == [1, 3, 48, 40]
 
 
+def test_an_imported_checkpoint_exports_with_nothing_else_on_the_machine(checkpoint, tmp_path, capsys):
+    """As a new user's VainF import: its dataset ('voc') is not here and no images are given. FP32
+    needs no calibration and the check against PyTorch needs pictures, not labels: the export is
+    verified on the built-in sample images, says the mIoU was not measured, and says where its
+    input size came from; evaluate then says what data can work."""
+    from edge_deeplab.checkpoint import load_checkpoint, save_checkpoint
+    from edge_deeplab.cli import main
+
+    ckpt = load_checkpoint(checkpoint)
+    ckpt.dataset, ckpt.eval_input_size = "voc", [65, 65]  # what import-checkpoint records
+    ckpt.metrics = {"imported_from": "VainF/DeepLabV3Plus-Pytorch: best.pth"}
+    imported = save_checkpoint(ckpt, tmp_path / "imported.pt")
+    out = tmp_path / "b"
+    assert export(imported, "--target", "onnx", "--out", out) == 0
+    err = capsys.readouterr().err
+    assert "input size 65x65: the usual evaluation size of voc, recorded at import (this checkpoint was not " \
+           "evaluated here)" in err
+    assert "voc is not readable here, so the bundle's mIoU is not measured" in err
+    assert "verified against PyTorch on 4 built-in sample image(s)" in err
+    manifest = read_manifest(out)
+    assert manifest.verification["onnx_vs_pytorch"]["checks"][0]["images"] == 4
+    assert "miou" not in manifest.verification
+    assert main(["evaluate", str(imported)]) == 2
+    assert "give --data: the path of your copy of voc, or a folder with images/, masks/ and a classes.yaml of " \
+           "its 7 classes" in capsys.readouterr().err
+
+
 def test_an_input_size_that_loses_accuracy_is_warned_about_with_the_flag(checkpoint, tmp_path, capsys):
     out = tmp_path / "small"
     assert export(checkpoint, "--target", "onnx", "--input-size", "33x33", "--out", out) == 0

@@ -112,15 +112,36 @@ def test_config_import_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_config_round_trip_and_auto_separable():
+def test_config_round_trip_and_default_head():
     config = ModelConfig("xception65", 19, output_stride=8, decoder_convs=1)
     data = config.to_dict()
-    assert data["separable"] is None
+    assert data["separable"] is True  # resolved on construction: a saved config says which head
     assert ModelConfig.from_dict(data) == config
-    assert config.use_separable is True
     assert ModelConfig("resnet50", 19).use_separable is False
     assert ModelConfig("resnet50", 19, separable=True).use_separable is True
     assert ModelConfig("mobilenetv2", 2, width_mult=1).width_mult == 1.0
+    # The head `train` defaults to is the one ModelConfig builds: one default, defined once.
+    from edge_deeplab.config import make_config
+
+    for backbone in ("mobilenetv2", "resnet50", "xception65"):
+        trained = make_config({}, {"backbone": backbone})
+        assert ModelConfig(backbone, 21).separable is trained.separable, backbone
+
+
+def test_format_1_checkpoint_with_null_separable_keeps_its_dense_head(tmp_path):
+    """Checkpoints written before the default was defined once stored separable: null for the
+    dense MobileNetV2 head; they still load, as the head they hold."""
+    from edge_deeplab.checkpoint import load_checkpoint
+
+    dense = ModelConfig("mobilenetv2", 2, width_mult=0.35, separable=False)
+    state = build_model(dense).state_dict()
+    torch.save({"format": "edge-deeplab-checkpoint", "format_version": 1,
+                "model_config": {**dense.to_dict(), "separable": None}, "state_dict": state,
+                "classes": ["a", "b"], "palette": [[0, 0, 0], [1, 1, 1]], "mean": [0.5] * 3, "std": [0.5] * 3},
+               tmp_path / "old.pt")
+    ckpt = load_checkpoint(tmp_path / "old.pt")
+    assert ckpt.model_config.separable is False
+    ckpt.build_model()  # strict load: the dense head's tensors fit
 
 
 @pytest.mark.parametrize(
@@ -167,14 +188,14 @@ def test_parameter_counts_match_vainf_and_paper_layouts(backbone):
 
 
 def test_xception_paper_model_count():
-    model = build_model(ModelConfig("xception65", 21))  # separable auto-on, two decoder convs
+    model = build_model(ModelConfig("xception65", 21))  # separable by default, two decoder convs
     assert count_parameters(model) == XCEPTION_PAPER_PARAMS_21
 
 
 def test_deeplabv3_has_no_decoder():
-    model = build_model(ModelConfig("mobilenetv2", 21, decoder=False)).eval()
+    model = build_model(ModelConfig("mobilenetv2", 21, decoder=False, separable=False)).eval()
     assert model.decoder is None
-    # backbone + ASPP for C=320 (2,706,432, see above) + classifier 257*21
+    # backbone + dense ASPP for C=320 (2,706,432, see above) + classifier 257*21
     assert count_parameters(model) == 1_811_712 + 2_706_432 + 5_397
     with torch.no_grad():
         out = model(torch.randn(1, 3, 65, 65))

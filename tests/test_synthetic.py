@@ -108,8 +108,12 @@ def test_bad_split_and_sizes_are_user_errors():
         SyntheticShapes("holdout")
     with pytest.raises(EdgeDeeplabError, match="size"):
         SyntheticShapes(size=8)
-    with pytest.raises(EdgeDeeplabError, match="n >= 1"):
+    with pytest.raises(EdgeDeeplabError, match="n from 1 to"):
         SyntheticShapes(n=0)
+    with pytest.raises(EdgeDeeplabError, match="size must be 32 to 2048"):  # not 149 GiB of noise field
+        SyntheticShapes(size=200_000)
+    with pytest.raises(EdgeDeeplabError, match="seed must be 0 or more"):
+        SyntheticShapes(seed=-1)
 
 
 def test_preview_command_writes_pngs_and_refuses_to_overwrite(tmp_path, capsys):

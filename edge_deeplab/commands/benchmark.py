@@ -50,8 +50,10 @@ def benchmark(
     from runtime.cpu import cpu_info
     from runtime.files import atomic_write_text, check_writable
     from runtime.images import MAX_PIXELS
+    from runtime.outputs import refuse_overlap
 
     if json_path is not None:
+        refuse_overlap(json_path, [*bundles, image_path], "--json")
         check_writable(json_path, force)
     if image_path is not None:
         image = runtime.read_image(image_path)

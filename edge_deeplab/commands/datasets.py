@@ -8,10 +8,13 @@ could not be opened at all.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from runtime.errors import EdgeDeeplabError
 
 app = typer.Typer(help="Dataset tools. 'check' reads every image and mask of a split and reports the layout found, the "
                        "number of samples, pixels and images per class, and the problems: unmatched files, unknown "
@@ -56,13 +59,22 @@ def preview(
 
     from edge_deeplab.data.base import open_dataset
     from edge_deeplab.data.synthetic import SyntheticShapes, describe
-    from runtime.files import check_writable
+    from runtime.files import check_can_create, check_writable
     from runtime.images import write_image
+    from runtime.outputs import refuse_overlap
     from runtime.postprocess import colorize
 
+    refuse_overlap(out, [path])
+    if os.path.isfile(out):
+        raise EdgeDeeplabError(f"--out {out} is a file; preview writes its PNGs into a folder")
+    check_can_create(out / "sample.png")  # a folder we may write in, or may make
     dataset = open_dataset(path, split)
     samples = [dataset[i] for i in range(min(count, len(dataset)))]
     files = [check_writable(out / f"{sample.name}.png", force) for sample in samples]  # all, before any is written
+    dataset_files = [file for _, image, mask in getattr(dataset, "pairs", []) for file in (image, mask)]
+    for file in files:
+        if file.exists():  # a new file replaces nothing; an existing one may be the dataset's own
+            refuse_overlap(file, dataset_files)
     for sample, file in zip(samples, files):
         write_image(file, np.concatenate([sample.image, colorize(sample.mask, dataset.palette)], axis=1))
     if isinstance(dataset, SyntheticShapes):

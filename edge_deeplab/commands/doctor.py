@@ -41,10 +41,12 @@ def doctor(
     from edge_deeplab import __version__
     from edge_deeplab.doctor import check_bundle, checks, probe_platform
     from runtime.files import atomic_write_text, check_writable
+    from runtime.outputs import refuse_overlap
 
-    if json_path is not None:
-        check_writable(json_path, force)
     bundles = bundles or []
+    if json_path is not None:
+        refuse_overlap(json_path, bundles, "--json")
+        check_writable(json_path, force)
     for bundle in bundles:
         if not bundle.is_dir():
             raise EdgeDeeplabError(f"{bundle} is not a directory; a bundle is a folder made by 'edge-deeplab export'")

@@ -16,6 +16,8 @@ from calibration.ranges import DEFAULT_METHOD
 from edge_deeplab.commands.options import (CalibMethod, OutputStride, Outputs, Precision, Target, size_option,
                                            stride, value)
 from edge_deeplab.export_request import ExportArgs, export_checkpoint
+from edge_deeplab.ranges import FiniteFloat
+from exporters.onnx import MAX_OPSET, MIN_OPSET
 from runtime.manifest import DEFAULT_PRECISION, MASK, TARGET_PRECISIONS
 
 app = typer.Typer()
@@ -35,7 +37,8 @@ def export(
     input_size: Annotated[Optional[str], typer.Option(  # (height, width) once parsed
         metavar="HxW", callback=size_option,
         help="static input size, or the size a --dynamic model is verified and tuned at",
-        show_default="the size the checkpoint was evaluated at, so the bundle keeps its mIoU")] = None,
+        show_default="the size the checkpoint was evaluated at (an imported one: its dataset's usual size), so the "
+                     "bundle keeps its mIoU; the export says which")] = None,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="dynamic batch, height and width")] = False,
     outputs: Annotated[Outputs, typer.Option(
         help="what the graph returns: the class mask (ArgMax inside the graph, one byte per pixel), the logits "
@@ -44,7 +47,8 @@ def export(
         help="take normalized float32 input (normalization on the host) instead of uint8 RGB with the "
              "normalization inside the graph")] = False,
     calib_data: Annotated[Optional[str], typer.Option(
-        help="calibration dataset (spec or folder; plain image folders work too)",
+        help="calibration dataset (spec or folder; plain image folders work too); without a readable --val-data, "
+             "also the images the export is verified on",
         show_default="the dataset the checkpoint was trained on")] = None,
     calib_images: Annotated[int, typer.Option(min=1, help="calibration images")] = 200,
     calib_method: Annotated[CalibMethod, typer.Option(help="range method for the onnxruntime/tensorrt INT8")
@@ -55,9 +59,9 @@ def export(
         show_default="the checkpoint's dataset")] = None,
     val_images: Annotated[int, typer.Option(min=1, help="validation images for mIoU")] = 50,
     max_drop: Annotated[Optional[float], typer.Option(
-        metavar="POINTS", help="INT8 accuracy guard: largest mIoU drop against FP32, in points (0.5 = half a "
-                               "percent)", show_default="no guard")] = None,
-    opset: Annotated[int, typer.Option(min=17, help="ONNX opset")] = 17,
+        metavar="POINTS", click_type=FiniteFloat(min=0), show_default="no guard",
+        help="INT8 accuracy guard: largest mIoU drop against FP32, in points (0.5 = half a percent)")] = None,
+    opset: Annotated[int, typer.Option(min=MIN_OPSET, max=MAX_OPSET, help="ONNX opset")] = MIN_OPSET,
     force: Annotated[bool, typer.Option("--force", help="replace an existing bundle folder")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="calibration range cache",
                                                       show_default="~/.cache/edge-deeplab/calibration")] = None,
@@ -68,5 +72,9 @@ def export(
                       calib_images=calib_images, calib_method=calib_method.value, calib_seed=calib_seed,
                       val_data=val_data, val_images=val_images, max_drop=max_drop, opset=opset, out=out, force=force,
                       cache_dir=cache_dir)
-    export_checkpoint(args)
+    from runtime.outputs import output_lock, refuse_overlap
+
+    refuse_overlap(out, [checkpoint, calib_data, val_data])
+    with output_lock(out):
+        export_checkpoint(args)
     return 0

@@ -15,6 +15,7 @@ import typer
 from edge_deeplab.commands.options import OutputStride, choices, stride, value
 from edge_deeplab.weights import VAINF_BACKBONE
 from runtime.files import check_writable
+from runtime.outputs import output_lock, refuse_overlap
 
 # The backbones VainF/DeepLabV3Plus-Pytorch ships that import (its 'mobilenet' is our mobilenetv2).
 VainfBackbone = choices("VainfBackbone", tuple(VAINF_BACKBONE))
@@ -40,9 +41,11 @@ def import_checkpoint(
     from edge_deeplab.checkpoint import save_checkpoint
     from edge_deeplab.weights import import_vainf
 
-    check_writable(out, force)
-    ckpt = import_vainf(str(checkpoint), dataset, value(backbone), stride(output_stride))
-    save_checkpoint(ckpt, out)
+    refuse_overlap(out, [checkpoint, dataset])
+    with output_lock(out):
+        check_writable(out, force)
+        ckpt = import_vainf(str(checkpoint), dataset, value(backbone), stride(output_stride))
+        save_checkpoint(ckpt, out)
     config = ckpt.model_config
     reported = ckpt.metrics.get("reported_miou")
     print(

@@ -10,18 +10,17 @@ Torch-free: this is what runs on the device.
 from __future__ import annotations
 
 import contextlib
-import signal
-import threading
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterator, List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
 from edge_deeplab.commands.options import (RUNTIME_DEFAULTS, EngineCache, OrtOptimization, OrtOptimizationOpt,
                                            OvDevice, OvHint, OvHintOpt, OvPrecisionOpt, Threads, Upsample,
                                            runtime_options)
+from edge_deeplab.ranges import positive
 from runtime.errors import EdgeDeeplabError
 from runtime.progress import progress_bar
 
@@ -63,16 +62,17 @@ def infer(
                         ] = Upsample(RUNTIME_DEFAULTS.upsample),
     max_frames: Annotated[Optional[int], typer.Option(min=1, help="stop a video/camera/stream after N frames",
                                                       show_default="the end of the stream")] = None,
-    duration: Annotated[Optional[float], typer.Option(help="stop a video/camera/stream after S seconds",
+    duration: Annotated[Optional[float], typer.Option(click_type=positive(),
+                                                      help="stop a video/camera/stream after S seconds",
                                                       show_default="the end of the stream")] = None,
     queue_size: Annotated[int, typer.Option(min=1, help="frames buffered between pipeline stages")] = 4,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
     csi_camera: Annotated[bool, typer.Option("--csi-camera", help="read a CSI camera instead of SOURCE",
                                              rich_help_panel=CSI_PANEL)] = False,
-    csi_sensor_id: Annotated[int, typer.Option(rich_help_panel=CSI_PANEL)] = 0,
-    csi_width: Annotated[int, typer.Option(rich_help_panel=CSI_PANEL)] = 1280,
-    csi_height: Annotated[int, typer.Option(rich_help_panel=CSI_PANEL)] = 720,
-    csi_fps: Annotated[int, typer.Option(rich_help_panel=CSI_PANEL)] = 30,
+    csi_sensor_id: Annotated[int, typer.Option(min=0, rich_help_panel=CSI_PANEL)] = 0,
+    csi_width: Annotated[int, typer.Option(min=1, rich_help_panel=CSI_PANEL)] = 1280,
+    csi_height: Annotated[int, typer.Option(min=1, rich_help_panel=CSI_PANEL)] = 720,
+    csi_fps: Annotated[int, typer.Option(min=1, rich_help_panel=CSI_PANEL)] = 30,
     threads: Threads = RUNTIME_DEFAULTS.threads,
     ort_optimization: OrtOptimizationOpt = OrtOptimization(RUNTIME_DEFAULTS.ort_optimization),
     ov_precision: OvPrecisionOpt = RUNTIME_DEFAULTS.ov_precision_hint,
@@ -81,7 +81,8 @@ def infer(
     engine_cache: EngineCache = None,
 ) -> int:
     import runtime
-    from runtime.files import new_numbered_dir
+    from runtime.files import missing_folders, new_numbered_dir, remove_empty
+    from runtime.outputs import output_lock
     from runtime.sources import csi_camera_pipeline, sort_sources
 
     if csi_camera:
@@ -92,21 +93,27 @@ def infer(
         raise EdgeDeeplabError("no SOURCE given (an image, folder, glob, video, camera index, URL or pipeline; "
                                "or --csi-camera)")
     images, videos = sort_sources(sources)
-    claimed = None
+    inputs = [bundle, *images, *(source for source, kind in videos if kind == "video")]
+    claimed, made = None, []
     if out is None:
+        made = missing_folders(RUNS_FOLDER)
         out = claimed = new_numbered_dir(RUNS_FOLDER)
+        made.insert(0, claimed)
         force = True  # the folder is new and ours
     settings = VideoSettings(masks, alpha, force, max_frames, duration, queue_size, not no_progress)
     try:
-        plan = _plan_outputs(images, videos, out, settings)
-        options = runtime_options(threads, ort_optimization, ov_precision, ov_hint, device, engine_cache)
-        with runtime.load(bundle, upsample=upsample.value, **options) as seg:
-            code = _run_images(seg, images, out, plan, settings) if images else 0
-            for (source, kind), path in zip(videos, plan.videos):
-                code = max(code, _run_video(seg, source, kind, path, settings))
+        # A numbered folder is claimed by creating it; an --out given is held against a second run.
+        with output_lock(out) if claimed is None else contextlib.nullcontext():
+            plan = _plan_outputs(images, videos, out, settings, inputs)
+            options = runtime_options(threads, ort_optimization, ov_precision, ov_hint, device, engine_cache)
+            with runtime.load(bundle, upsample=upsample.value, **options) as seg:
+                code = _run_images(seg, images, out, plan, settings) if images else 0
+                for (source, kind), path in zip(videos, plan.videos):
+                    code = _run_video(seg, source, kind, path, settings)
+                    if code:  # stopped: the next video is not started
+                        break
     except BaseException:
-        if claimed is not None and claimed.is_dir() and not any(claimed.iterdir()):
-            claimed.rmdir()  # a run that wrote nothing leaves no empty numbered folder behind
+        remove_empty(made)  # a run that wrote nothing leaves no empty numbered folder behind
         raise
     if claimed is not None:
         print(f"results in {claimed}")
@@ -122,21 +129,28 @@ class OutputPlan:
     videos: list[Path]  # one annotated video per video source
 
 
-def _plan_outputs(images: list[Path], videos: list[tuple[str, str]], out: Path, settings: VideoSettings) -> OutputPlan:
-    """Decide every output path and refuse, before any work, what would overwrite or collide."""
+def _plan_outputs(images: list[Path], videos: list[tuple[str, str]], out: Path, settings: VideoSettings,
+                  inputs: list) -> OutputPlan:
+    """Decide every output path and refuse, before any work, what would overwrite an input or an
+    earlier output (without --force) or collide."""
     from runtime.files import check_writable
     from runtime.images import IMAGE_SUFFIXES
+    from runtime.outputs import refuse_overlap
+
+    def check(path: Path) -> None:
+        refuse_overlap(path, inputs)
+        check_writable(path, settings.force)
 
     single = out if len(images) == 1 and not videos and out.suffix.lower() in IMAGE_SUFFIXES else None
     if images:
-        check_writable(out, settings.force)
+        check(out)
         if single is not None and settings.masks:
-            check_writable(_single_mask_path(single), settings.force)
+            check(_single_mask_path(single))
     video_paths = [_video_out_path(out, source, kind, len(videos)) for source, kind in videos]
     for path in video_paths:
-        check_writable(path, settings.force)
+        check(path)
         if settings.masks:
-            check_writable(_masks_dir(path), settings.force)
+            check(_masks_dir(path))
     repeated = sorted(str(path) for path, n in Counter(video_paths).items() if n > 1)
     if repeated:
         raise EdgeDeeplabError(f"two videos would both be written to {repeated[0]}; run them separately")
@@ -230,29 +244,6 @@ def _video_out_path(out: Path, source: str, kind: str, videos: int) -> Path:
     return out / f"{stem}.mp4"
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM stops like Ctrl-C: what was read is finished and the video kept.
-
-    ``docker stop``, systemd and a plain ``kill`` send SIGTERM; dying on it would leave only the
-    hidden partial file. The first SIGTERM raises KeyboardInterrupt("SIGTERM") in the main thread
-    (where Python runs signal handlers); later ones are ignored while the run winds down.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt("SIGTERM")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _ended_early(stats, declared: int | None, stopped_on_request: bool) -> str:
     """A line when a video file gave fewer frames than its header declares (a truncated file), else ''."""
     stopped = stats.interrupted or stopped_on_request
@@ -277,7 +268,7 @@ def _run_video(seg, source: str, kind: str, out_path: Path, settings: VideoSetti
             total = declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
             if settings.max_frames is not None and total is not None:
                 total = min(total, settings.max_frames)
-        with progress_bar(total=total, unit="frame", enabled=settings.progress) as bar, _sigterm_as_interrupt():
+        with progress_bar(total=total, unit="frame", enabled=settings.progress) as bar:
             stats = run_video(
                 capture_frames(cap),
                 seg.predict,
@@ -297,4 +288,9 @@ def _run_video(seg, source: str, kind: str, out_path: Path, settings: VideoSetti
     early = _ended_early(stats, declared, settings.max_frames is not None or settings.duration is not None)
     if early:
         print(early)
-    return 130 if stats.interrupted else 0
+    if stats.interrupted:
+        from runtime.signals import note_kept
+
+        note_kept(f"{out_path} holds the {stats.frames} frames done")
+        return 130
+    return 0

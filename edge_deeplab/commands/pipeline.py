@@ -13,7 +13,11 @@ bundle; pass larger values for steadier figures.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
@@ -28,10 +32,12 @@ from edge_deeplab.commands.report import (BAND_WIDTHS, HEADLINE_BAND_WIDTH, Band
                                           MaxDrop, OutputStrides, Precisions, Runs, Split, Verbose, Warmup,
                                           check_numbers, print_summary, report_args, report_checkpoint,
                                           targets_option, val_images_option)
-from edge_deeplab.config import DEFAULT_ITERATIONS, TrainConfig, make_config
+from edge_deeplab.config import DEFAULT_ITERATIONS, OPTION_RANGES, TrainConfig, make_config
 from edge_deeplab.models.config import OUTPUT_STRIDES
 from runtime.errors import EdgeDeeplabError
+from runtime.files import check_can_create
 from runtime.manifest import PRECISIONS, TARGETS
+from runtime.outputs import refuse_overlap
 
 # --heads choice -> TrainConfig.separable. Each head trains for its default number of steps
 # (edge_deeplab.config.DEFAULT_ITERATIONS), the same training time, unless --iterations is given.
@@ -62,12 +68,14 @@ def pipeline(
                                                             "comma-separated")] = "separable",
     out: Annotated[Path, typer.Option(help="folder for the training runs and the report")] = Path("runs/pipeline"),
     iterations: Annotated[Optional[int], typer.Option(
-        min=1, help="training steps for every head",
+        click_type=OPTION_RANGES["iterations"], help="training steps for every head",
         show_default=f"each head's own: {DEFAULT_ITERATIONS[True]} separable, {DEFAULT_ITERATIONS[False]} dense, "
                      "the same training time")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="training batch size",
+    batch_size: Annotated[Optional[int], typer.Option(click_type=OPTION_RANGES["batch_size"],
+                                                      help="training batch size",
                                                       show_default=str(TRAIN_DEFAULTS.batch_size))] = None,
-    seed: Annotated[Optional[int], typer.Option(help="training seed", show_default=str(TRAIN_DEFAULTS.seed))] = None,
+    seed: Annotated[Optional[int], typer.Option(click_type=OPTION_RANGES["seed"], help="training seed",
+                                                show_default=str(TRAIN_DEFAULTS.seed))] = None,
     force: Annotated[bool, typer.Option("--force", help="train again even if <out>/<head> holds a finished run")
                      ] = False,
     data: Data = None,
@@ -104,10 +112,13 @@ def pipeline(
 
         args = replace(args, targets=[t for t in TARGETS if runtime_unavailable(t) is None])
     folder: Path = train_options["out"]
+    refuse_overlap(folder, [args.data, args.calib_data])
     configs = [make_config({}, {"data": args.data, "iterations": train_options["iterations"],
                                 "batch_size": train_options["batch_size"], "seed": train_options["seed"],
                                 "separable": HEADS[head], "out": str(folder / head)})
                for head in chosen]
+    for config in configs:
+        check_can_create(Path(config.out) / "last.pt")  # --out is a folder we can write in
     best = [train_or_reuse(config, args.force) for config in configs]
     report_dir = folder / "report"
     # The report is the pipeline's output: measured afresh, replacing the last one.
@@ -158,13 +169,12 @@ def train_or_reuse(config: TrainConfig, force: bool) -> Path:
 
 def _resolved_head(saved: dict) -> bool | None:
     """A saved run's ``separable`` as a bool: runs saved before the default head was resolved at
-    configuration time hold None, which meant the model config's own default (dense for
-    MobileNetV2, separable for Xception-65)."""
-    from edge_deeplab.models.config import ModelConfig
+    configuration time hold None, which then meant dense for MobileNetV2, separable for Xception-65."""
+    from edge_deeplab.models.config import separable_before_v2
 
     if saved.get("separable") is not None:
         return saved["separable"]
-    return ModelConfig(backbone=saved.get("backbone", "mobilenetv2"), num_classes=2).use_separable
+    return separable_before_v2(saved.get("backbone", "mobilenetv2"))
 
 
 def _train_in_child(config: TrainConfig, resume: bool, force: bool) -> Path:
@@ -173,25 +183,82 @@ def _train_in_child(config: TrainConfig, resume: bool, force: bool) -> Path:
     The report that follows loads OpenVINO and ONNX Runtime, and a process that has run torch's
     DataLoader worker machinery and then OpenVINO's thread pool crashed here (a segfault after the
     report's timing); a child process keeps the two apart, and costs a second of start-up.
+
+    The child sends back what it has to say (its error line, or what a stop kept), so the user
+    sees one line, the child's. Stopping the pipeline stops the child the same way: it saves its
+    checkpoint before the pipeline exits.
     """
     import multiprocessing
 
-    child = multiprocessing.get_context("spawn").Process(target=_train_entry, args=(config, resume, force))
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_train_entry, args=(config, resume, force, send))
     child.start()
-    child.join()
-    if child.exitcode != 0:
-        raise EdgeDeeplabError(f"training stopped (exit status {child.exitcode}); rerun to resume it")
-    return Path(config.out) / "best.pt"
+    send.close()
+    try:
+        child.join()
+    except KeyboardInterrupt:
+        child.terminate()  # SIGTERM: the child stops as on Ctrl-C (a second one is ignored there)
+        child.join()
+        _relay(receive)
+        raise
+    said = _relay(receive)
+    if child.exitcode == 0:
+        return Path(config.out) / "best.pt"
+    if said is not None:
+        raise EdgeDeeplabError(said)
+    last = Path(config.out) / "last.pt"
+    resume_hint = f"; rerun to resume it from {last}" if last.is_file() else ""
+    how = f"signal {-child.exitcode}" if child.exitcode < 0 else f"exit status {child.exitcode}"
+    raise EdgeDeeplabError(f"the training process ended with {how}{resume_hint}")
 
 
-def _train_entry(config: TrainConfig, resume: bool, force: bool) -> None:
-    """The child's body: errors are printed as the CLI prints them, with a matching exit status."""
-    from edge_deeplab.train import train
+def _relay(receive) -> str | None:
+    """The child's error line, if it sent one; what a stopped child kept goes to the stop's line."""
+    from runtime.signals import note_kept
 
     try:
-        train(config, resume=resume, force=force)
-    except EdgeDeeplabError as exc:
-        print(f"edge-deeplab pipeline: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
+        kind, text = receive.recv() if receive.poll() else (None, None)
+    except EOFError:
+        return None
+    if kind == "kept" and text:
+        note_kept(f"{text}; run the pipeline again to resume")
+    return text if kind == "error" else None
+
+
+def _train_entry(config: TrainConfig, resume: bool, force: bool, send) -> None:
+    """The child's body: an error or a stop is sent to the parent as the CLI would say it."""
+    from edge_deeplab.commands.train import run_holding_out
+    from edge_deeplab.train import train
+    from runtime.files import path_error
+    from runtime.signals import kept, stop_on_signals
+
+    with stop_on_signals():
+        threading.Thread(target=_stop_when_orphaned, args=(os.getppid(),), daemon=True).start()
+        try:
+            run_holding_out(Path(config.out), lambda: train(config, resume=resume, force=force))
+        except EdgeDeeplabError as exc:
+            _tell(send, "error", str(exc))
+            sys.exit(2)
+        except OSError as exc:
+            _tell(send, "error", str(path_error(exc)))
+            sys.exit(2)
+        except KeyboardInterrupt:
+            _tell(send, "kept", kept())
+            sys.exit(130)
+
+
+def _tell(send, kind: str, text: str) -> None:
+    """Send the parent a message; a parent already gone (killed outright) has nothing to hear."""
+    try:
+        send.send((kind, text))
+    except OSError:
+        pass
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    """Stop the training as SIGTERM would (keeping its checkpoint) once the pipeline that started it
+    is gone: killed outright (SIGKILL), it could not stop the child, which would train on unseen."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -22,6 +22,7 @@ from edge_deeplab.commands.options import (RUNTIME_DEFAULTS, CalibMethod, Thread
                                            size_option)
 from edge_deeplab.evaluate import DEFAULT_BAND_WIDTHS
 from edge_deeplab.export import check_input_size_limit
+from edge_deeplab.ranges import FiniteFloat
 from edge_deeplab.models.config import OUTPUT_STRIDES
 from runtime.errors import EdgeDeeplabError
 from runtime.manifest import PRECISIONS, TARGETS
@@ -85,8 +86,8 @@ CalibMethodOpt = Annotated[CalibMethod, typer.Option("--calib-method",
                                                      help="range method for the onnxruntime/tensorrt INT8")]
 CalibSeed = Annotated[int, typer.Option(help="seed of the calibration pick")]
 MaxDrop = Annotated[Optional[float], typer.Option(
-    metavar="POINTS", min=0.0, help="INT8 accuracy guard on the scored images: largest mIoU drop against FP32, "
-                                    "in points", show_default="no guard")]
+    metavar="POINTS", click_type=FiniteFloat(min=0), show_default="no guard",
+    help="INT8 accuracy guard on the scored images: largest mIoU drop against FP32, in points")]
 Runs = Annotated[int, typer.Option(min=1, help="timed runs per bundle")]
 Warmup = Annotated[int, typer.Option(min=0, help="untimed runs per bundle first")]
 BandWidths = Annotated[str, typer.Option(help="trimap band widths for boundary mIoU, pixels, comma-separated")]
@@ -190,20 +191,23 @@ def check_input_size(size: tuple[int, int], output_stride: int) -> None:
                                f"use at least {side}x{side}")
 
 
-def _open_samples(spec: str, split: str, classes: list[str], limit: int | None):
-    from edge_deeplab.data.base import open_dataset
+def _open_samples(spec: str, split: str, classes: list[str], limit: int | None, recorded: bool):
+    from edge_deeplab.data.base import open_scoring_data
     from edge_deeplab.report import SampleList
 
-    dataset = open_dataset(spec, split)
-    if list(dataset.classes) != list(classes):
-        raise EdgeDeeplabError(
-            f"dataset {spec} has {len(dataset.classes)} classes ({', '.join(list(dataset.classes)[:4])}...), the "
-            f"model {len(classes)} ({', '.join(list(classes)[:4])}...)")
-    return SampleList(dataset, limit)
+    return SampleList(open_scoring_data(spec, split, classes, recorded), limit)
 
 
 def report_checkpoint(args: ReportArgs, checkpoints: list[Path], out: Path):
     """The checkpoint path of ``report`` (also the pipeline's last step); returns the Report."""
+    from runtime.outputs import output_lock, refuse_overlap
+
+    refuse_overlap(out, [*checkpoints, args.data, args.calib_data])
+    with output_lock(out):
+        return _report_checkpoint(args, checkpoints, out)
+
+
+def _report_checkpoint(args: ReportArgs, checkpoints: list[Path], out: Path):
     from edge_deeplab.report import (ExportSettings, Measurement, TimingSettings, model_labels, plan_combinations,
                                      report_from_checkpoint)
     from runtime.files import check_writable
@@ -211,6 +215,7 @@ def report_checkpoint(args: ReportArgs, checkpoints: list[Path], out: Path):
     widths, headline = check_numbers(args)
     combos = plan_combinations(args.output_strides, args.targets or list(TARGETS), args.precisions)
     check_writable(out, args.force)
+    check_distinct(checkpoints)
     missing = [name for name in ("torch", "onnx") if util.find_spec(name) is None]
     if missing:
         raise EdgeDeeplabError(
@@ -227,7 +232,7 @@ def report_checkpoint(args: ReportArgs, checkpoints: list[Path], out: Path):
                 f"{', '.join(other.classes[:4])}... against {len(ckpt.classes)}: {', '.join(ckpt.classes[:4])}...); "
                 "one report compares checkpoints of the same classes")
     data = args.data or ckpt.dataset or "synthetic"
-    samples = _open_samples(data, args.split, ckpt.classes, args.val_images)
+    samples = _open_samples(data, args.split, ckpt.classes, args.val_images, not args.data and bool(ckpt.dataset))
     height, width = args.input_size or samples.largest_size()
     check_input_size((height, width), max(args.output_strides))
     measurement = Measurement(samples, data, args.split, widths, headline,
@@ -242,8 +247,34 @@ def report_checkpoint(args: ReportArgs, checkpoints: list[Path], out: Path):
                                   args.keep_bundles)
 
 
+def check_distinct(checkpoints: list[Path]) -> None:
+    """One line when a checkpoint is given twice (by two names, or as two copies): its rows would
+    carry the same name, and a report compares different models."""
+    from runtime.files import sha256_file
+
+    seen: dict[str, Path] = {}
+    for path in checkpoints:
+        try:
+            digest = sha256_file(path)
+        except OSError:
+            continue  # loading it says what is wrong with it
+        if digest in seen:
+            twice = Path(path).resolve() == Path(seen[digest]).resolve()
+            same = "given twice" if twice else f"the same file as {seen[digest]}"
+            raise EdgeDeeplabError(f"checkpoint {path} is {same}; a report compares different checkpoints")
+        seen[digest] = path
+
+
 def report_bundles(args: ReportArgs, folder: Path, out: Path):
     """The ``--bundles`` path: torch-free from end to end."""
+    from runtime.outputs import output_lock, refuse_overlap
+
+    refuse_overlap(out, [folder, args.data])
+    with output_lock(out):
+        return _report_bundles(args, folder, out)
+
+
+def _report_bundles(args: ReportArgs, folder: Path, out: Path):
     from edge_deeplab.report import Measurement, TimingSettings, find_bundles, report_from_bundles
     from runtime.files import check_writable
     from runtime.manifest import read_manifest
@@ -260,8 +291,9 @@ def report_bundles(args: ReportArgs, folder: Path, out: Path):
     if not bundles:
         raise EdgeDeeplabError(f"no bundle in {folder} matches the --output-strides, --targets and --precisions given")
     first = read_manifest(bundles[0][1], verify_files=False)
-    data = args.data or first.source.get("dataset") or "synthetic"
-    samples = _open_samples(data, args.split, first.classes, args.val_images)
+    recorded = first.source.get("dataset")
+    data = args.data or recorded or "synthetic"
+    samples = _open_samples(data, args.split, first.classes, args.val_images, not args.data and bool(recorded))
     measurement = Measurement(samples, data, args.split, widths, headline,
                               TimingSettings(args.runs, args.warmup, args.threads), args.verbose)
     print(f"report on {len(bundles)} bundles in {folder}, {len(samples)} images of {data}/{args.split}",

@@ -18,8 +18,8 @@ from edge_deeplab.data import cityscapes, folder, synthetic, voc
 from edge_deeplab.data.dataset import IGNORE_INDEX, Sample, SegmentationDataset
 from runtime.errors import EdgeDeeplabError
 
-__all__ = ["IGNORE_INDEX", "READERS", "Sample", "SegmentationDataset", "open_dataset", "register_reader",
-           "usual_eval_size"]
+__all__ = ["IGNORE_INDEX", "READERS", "Sample", "SegmentationDataset", "open_dataset", "open_scoring_data",
+           "register_reader", "usual_eval_size"]
 
 Detector = Callable[[str], bool]
 Constructor = Callable[[str, str], SegmentationDataset]
@@ -44,6 +44,9 @@ def _is_synthetic(spec: str) -> bool:
 
 
 register_reader(_is_synthetic, synthetic.from_spec)
+# The published datasets a checkpoint may record by name ('voc' from an import), and where a copy is.
+_PUBLISHED = {"voc": "the PASCAL VOC 2012 folder with JPEGImages/ and SegmentationClass/",
+              "cityscapes": "the Cityscapes folder with leftImg8bit/ and gtFine/"}
 # Published layouts first; the plain folder (images/ + masks/) is the most general, so last.
 for _reader in (voc, cityscapes, folder):
     register_reader(_reader.detect, _reader.from_path)
@@ -58,6 +61,9 @@ def open_dataset(spec: str, split: str) -> SegmentationDataset:
     for detector, constructor in READERS:
         if detector(spec):
             return constructor(spec, split)
+    if spec in _PUBLISHED and not Path(spec).exists():
+        raise EdgeDeeplabError(f"{spec!r} names a dataset, not a folder here: give the path of your copy of it "
+                               f"({_PUBLISHED[spec]})")
     if not Path(spec).exists():
         raise EdgeDeeplabError(
             f"dataset {spec!r} does not exist; give a dataset directory or 'synthetic'"
@@ -66,6 +72,30 @@ def open_dataset(spec: str, split: str) -> SegmentationDataset:
         f"{spec} is not a dataset this version can read; give a dataset directory in a supported "
         "layout or 'synthetic'"
     )
+
+
+def open_scoring_data(spec: str, split: str, classes: list[str], recorded: bool) -> SegmentationDataset:
+    """The labelled dataset a model of ``classes`` is scored on, or one line saying what can work.
+
+    ``recorded``: ``spec`` is the dataset the checkpoint or bundle records, not one the user gave;
+    an imported checkpoint records 'voc' on a machine without VOC, and the way forward is a copy of
+    that data or any labelled folder with the same classes ('synthetic' has other classes).
+    """
+    try:
+        dataset = open_dataset(spec, split)
+    except EdgeDeeplabError as exc:
+        if not recorded:
+            raise
+        why = "is not on this machine" if not Path(spec).exists() else f"is not readable here ({str(exc).rstrip('.')})"
+        raise EdgeDeeplabError(
+            f"the model's dataset {spec} {why}; give --data: the path of your copy of {spec}, or a folder with "
+            f"images/, masks/ and a classes.yaml of its {len(classes)} classes "
+            f"({', '.join(classes[:3])}{', ...' if len(classes) > 3 else ''})") from None
+    if list(dataset.classes) != list(classes):
+        raise EdgeDeeplabError(
+            f"dataset {spec} has {len(dataset.classes)} classes ({', '.join(list(dataset.classes)[:4])}...), the "
+            f"model {len(classes)} ({', '.join(list(classes)[:4])}...); give a dataset with the model's classes")
+    return dataset
 
 
 def usual_eval_size(spec: str) -> tuple[int, int] | None:

@@ -44,6 +44,10 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 # streams in the project (augmentation, shuffling) that use the same small integers.
 _STREAM = 0x5E9
 DEFAULT_LENGTH = {"train": 1000, "val": 100, "test": 100}
+# Bounds of the spec's size and n, checked before anything is drawn: size=200000 would ask for
+# 149 GiB for one image's noise field, and an n beyond what len() can return fails inside Python.
+MAX_SIZE = 2048
+MAX_SAMPLES = 1_000_000
 
 # Colour families as (hue range, saturation range, value range) in HSV, hue in turns. Objects are
 # saturated (>= 0.45), backgrounds reach saturation 0.5, so the families overlap with background
@@ -321,10 +325,12 @@ class SyntheticShapes(SegmentationDataset):
                  n: int | None = None, cache: bool = True) -> None:
         if split not in SPLITS:
             raise EdgeDeeplabError(f"synthetic has splits {', '.join(SPLITS)}; got {split!r}")
-        if size < 32:
-            raise EdgeDeeplabError(f"synthetic image size must be at least 32, got {size}")
-        if n is not None and n < 1:
-            raise EdgeDeeplabError(f"synthetic needs n >= 1 samples, got {n}")
+        if not 32 <= size <= MAX_SIZE:
+            raise EdgeDeeplabError(f"synthetic image size must be 32 to {MAX_SIZE}, got {size}")
+        if n is not None and not 1 <= n <= MAX_SAMPLES:
+            raise EdgeDeeplabError(f"synthetic needs n from 1 to {MAX_SAMPLES} samples, got {n}")
+        if seed < 0:
+            raise EdgeDeeplabError(f"synthetic seed must be 0 or more, got {seed}")
         self.split, self.seed, self.size = split, int(seed), int(size)
         self.length = DEFAULT_LENGTH[split] if n is None else int(n)
         self._cache: dict[int, Sample] | None = {} if cache else None
