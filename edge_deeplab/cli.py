@@ -20,6 +20,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from edge_deeplab.openmp import prefer_passive_wait
 from runtime.errors import EdgeDeeplabError
 
 PROG = "edge-deeplab"
@@ -120,6 +121,7 @@ def _fail(where: str, message: str, code: int = 2) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status (the console script exits with it)."""
     _quiet_telemetry()
+    prefer_passive_wait()  # before any command imports torch
     args = list(sys.argv[1:] if argv is None else argv)
     where = _command_name(args)
     try:
