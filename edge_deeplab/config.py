@@ -51,6 +51,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 4e-5
     poly_power: float = 0.9
+    warmup_steps: int = 0  # linear learning-rate ramp before the poly decay
     seed: int = 0
     device: str = "cpu"
     amp: bool = True  # mixed precision, CUDA only
@@ -132,6 +133,8 @@ def validate(config: TrainConfig) -> None:
     for name in ("iterations", "batch_size", "crop_size", "val_every"):
         if int(getattr(config, name)) <= 0:
             raise EdgeDeeplabError(f"{name.replace('_', '-')} must be positive")
+    if config.warmup_steps < 0:
+        raise EdgeDeeplabError("warmup-steps must be zero or positive")
     if config.epochs is not None and config.epochs <= 0:
         raise EdgeDeeplabError("epochs must be positive")
     if config.lr <= 0:

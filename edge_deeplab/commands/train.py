@@ -61,6 +61,8 @@ def train(
                                                           show_default=_default("weight_decay"))] = None,
     poly_power: Annotated[Optional[float], typer.Option(help="poly schedule power",
                                                         show_default=_default("poly_power"))] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option(help="steps of linear learning-rate warm-up before the poly "
+                                                                "decay", show_default=_default("warmup_steps"))] = None,
     seed: Annotated[Optional[int], typer.Option(show_default=_default("seed"))] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N", show_default=_default("device"))] = None,
     amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="mixed precision on CUDA",
