@@ -72,7 +72,7 @@ def test_existing_run_is_not_overwritten(tmp_path, capsys):
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     """SIGKILL a training subprocess mid-way, resume it: same steps, same weights as a clean run."""
-    args = [*TINY, "--iterations", "30", "--val-every", "5"]
+    args = [*TINY, "--iterations", "16", "--val-every", "4"]
     straight, crashed = tmp_path / "straight", tmp_path / "crashed"
     assert main(["train", *args, "--out", str(straight)]) == 0
 
@@ -86,12 +86,12 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     proc.kill()
     proc.wait()
     killed_at = load_checkpoint(crashed / "last.pt").train_state["step"]
-    assert killed_at < 30, "the run finished before it could be killed"
+    assert killed_at < 16, "the run finished before it could be killed"
 
     assert main(["train", *args, "--out", str(crashed), "--resume"]) == 0
     a = load_checkpoint(straight / "last.pt")
     b = load_checkpoint(crashed / "last.pt")
-    assert b.train_state["step"] == a.train_state["step"] == 30
+    assert b.train_state["step"] == a.train_state["step"] == 16
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     assert not list(crashed.glob(".*.tmp")), "a temporary checkpoint was left behind"
 
