@@ -282,8 +282,8 @@ def start_run(config: TrainConfig, data: TrainData, out: Path, dist: DistInfo, d
     import torch
 
     # Channels-last: oneDNN's convolutions work in NHWC, so NCHW tensors are reordered around every
-    # conv otherwise; a step took 0.75x the time natively and 0.94x on the AVX2 paths
-    # (benchmarks/train_step.py). Checkpoints hold the weights in the usual layout all the same.
+    # conv otherwise. A separable-head step took 0.75x the time natively (0.85x the CPU) and about
+    # the same CPU on the AVX2 paths (benchmarks/train_step.py). Checkpoints keep the usual layout.
     model = _build_model(config, data, resume).to(device, memory_format=torch.channels_last)
     optimizer = _make_optimizer(model, config)
     use_amp = config.amp and device.type == "cuda"
