@@ -77,12 +77,13 @@ def poly_lr(base_lr: float, step: int, total: int, power: float) -> float:
 
 
 def learning_rate(config: TrainConfig, step: int, total: int) -> float:
-    """The rate for ``step``: a linear ramp over ``config.warmup_steps``, then poly decay to zero at ``total``.
+    """The rate for ``step``: a linear ramp over ``config.warmup_steps`` (at most a quarter of the
+    run, so a short run is not all ramp), then poly decay to zero at ``total``.
 
     The ramp lets a from-scratch model take a high base rate without diverging in its first steps,
     while BatchNorm statistics and the classifier settle.
     """
-    warmup = config.warmup_steps
+    warmup = min(config.warmup_steps, total // 4)
     if step < warmup:
         return config.lr * (step + 1) / warmup
     return poly_lr(config.lr, step - warmup, total - warmup, config.poly_power)
@@ -272,8 +273,6 @@ def open_training_data(config: TrainConfig, dist: DistInfo) -> TrainData:
         raise EdgeDeeplabError(f"batch size {config.batch_size} does not split over {dist.world_size} processes")
     per_epoch = len(train_set) // config.batch_size
     total = config.epochs * per_epoch if config.epochs else config.iterations
-    if config.warmup_steps >= total:
-        raise EdgeDeeplabError(f"--warmup-steps {config.warmup_steps} leaves nothing of the {total} training steps")
     return TrainData(train_set, val_set, total)
 
 

@@ -13,7 +13,7 @@ import pytest
 from edge_deeplab.checkpoint import load_checkpoint
 from edge_deeplab.cli import main
 from edge_deeplab.config import TrainConfig, load_yaml_config, make_config
-from edge_deeplab.train import batch_indices
+from edge_deeplab.train import batch_indices, learning_rate
 from runtime.errors import EdgeDeeplabError
 
 torch = pytest.importorskip("torch", reason="training needs torch (the 'train' extra)")
@@ -52,6 +52,15 @@ def test_default_head_and_its_step_budget_are_resolved_into_the_config():
 def test_bad_output_stride_is_rejected():
     with pytest.raises(EdgeDeeplabError, match="output stride"):
         make_config({}, {"output_stride": 12})
+
+
+def test_learning_rate_ramps_up_then_decays_to_zero():
+    config = make_config({}, {"lr": 0.2, "warmup_steps": 50, "iterations": 1000})
+    rates = [learning_rate(config, step, 1000) for step in range(1000)]
+    assert rates[0] == pytest.approx(0.2 / 50) and rates[49] == pytest.approx(0.2) == max(rates)
+    assert all(a > b for a, b in zip(rates[50:], rates[51:])) and rates[-1] < 0.002
+    short = make_config({}, {"lr": 0.2, "warmup_steps": 50, "iterations": 8})
+    assert learning_rate(short, 1, 8) == pytest.approx(0.2)  # the ramp is at most a quarter of the run
 
 
 def test_batches_cover_each_epoch_once():

@@ -62,7 +62,7 @@ def train(
     poly_power: Annotated[Optional[float], typer.Option(help="poly schedule power",
                                                         show_default=_default("poly_power"))] = None,
     warmup_steps: Annotated[Optional[int], typer.Option(help="steps of linear learning-rate warm-up before the poly "
-                                                                "decay", show_default=_default("warmup_steps"))] = None,
+                                                                "decay (at most a quarter of the run)", show_default=_default("warmup_steps"))] = None,
     seed: Annotated[Optional[int], typer.Option(show_default=_default("seed"))] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N", show_default=_default("device"))] = None,
     amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="mixed precision on CUDA",
