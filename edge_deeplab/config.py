@@ -17,13 +17,14 @@ from runtime.errors import EdgeDeeplabError
 
 # The default head per backbone: atrous separable convs in ASPP and decoder for the edge backbone
 # and for Xception-65 (as in the paper), dense 3x3 convs for the ResNets. On the synthetic set the
-# separable MobileNetV2 head, trained as long as the dense one, scored 76.3 mIoU against 75.6 and
-# runs at 0.34-0.56x its latency (README, "Which head"), so it is the default.
+# separable MobileNetV2 head, trained as long as the dense one, scored 0.742 mIoU against 0.699 and
+# runs at 0.34-0.56x its latency (README, "Training" and "Which head"), so it is the default.
 SEPARABLE_BY_DEFAULT = {"mobilenetv2": True, "xception65": True, "resnet50": False, "resnet101": False}
 # Default steps per head, chosen by time to accuracy (README, "Training"): with the default
-# learning rate and warm-up, 1000 separable steps reach the mIoU 3200 took with the earlier recipe.
-# The dense head gets the same training time: its step costs about 1 / 0.55 of a separable one,
-# natively and on the AVX2 paths alike (benchmarks/train_step.py).
+# learning rate and warm-up, 1000 separable steps reach 0.74 mIoU, about 13 minutes on a 2-core
+# AVX2 CPU (the earlier recipe's 3200 steps: 0.76 in three times as long). The dense head gets the
+# same training time: its step costs about 1 / 0.55 of a separable one, natively and on the AVX2
+# paths alike (benchmarks/train_step.py).
 DEFAULT_ITERATIONS = {False: 550, True: 1000}
 
 
