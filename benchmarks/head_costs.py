@@ -10,10 +10,12 @@ is the same on every machine; what a training step costs is not, and
 dense ratio on each ISA setting among its figures).
 
 This script used to time training steps too, on random tensors outside the training code, and
-its steps took 8x as long as the training loop's on an AVX2-only CPU: unlike ``edge-deeplab
-train`` as the README told users to run it, it ran with OpenMP's default of threads that spin
-while they wait, which on a busy or virtualized 2-core machine costs that much (see
-``edge_deeplab/openmp.py``). Both now ask for passive waiting, and the timing lives in one place.
+its steps took 8x as long as the training loop's on an AVX2-only CPU (issue 19). On the
+development machine, with OpenMP threads waiting passively, its steps and the loop's agreed within
+the noise; the one cause found that slows the same step 8-10x is OpenMP's default of threads that
+spin while they wait, with other work on the 2 cores, which the README then told users to avoid
+for training only. The command line and the benchmarks now wait passively
+(``edge_deeplab/openmp.py``), and step timing lives in one place.
 """
 
 from __future__ import annotations
