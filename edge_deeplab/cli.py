@@ -22,6 +22,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from edge_deeplab.openmp import prefer_passive_wait
 from runtime.errors import EdgeDeeplabError
 
 PROG = "edge-deeplab"
@@ -127,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from runtime.signals import kept, stop_on_signals, stopped_by
 
     _quiet_telemetry()
+    prefer_passive_wait()  # before any command imports torch
     args = list(sys.argv[1:] if argv is None else argv)
     where = _command_name(args)
     with stop_on_signals():

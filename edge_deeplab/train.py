@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -75,6 +75,19 @@ class StepBatchSampler:
 
 def poly_lr(base_lr: float, step: int, total: int, power: float) -> float:
     return base_lr * (1 - step / total) ** power
+
+
+def learning_rate(config: TrainConfig, step: int, total: int) -> float:
+    """The rate for ``step``: a linear ramp over ``config.warmup_steps`` (at most a quarter of the
+    run, so a short run is not all ramp), then poly decay to zero at ``total``.
+
+    The ramp lets a from-scratch model take a high base rate without diverging in its first steps,
+    while BatchNorm statistics and the classifier settle.
+    """
+    warmup = min(config.warmup_steps, total // 4)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    return poly_lr(config.lr, step - warmup, total - warmup, config.poly_power)
 
 
 def _init_distributed(device: str) -> DistInfo:
@@ -188,6 +201,45 @@ def _restore(path: Path, model, optimizer, scaler) -> tuple[int, float, list[int
     return int(state["step"]), float(state.get("best_miou", -1.0)), ckpt.eval_input_size
 
 
+@dataclass
+class TrainData:
+    """The training and validation sets, and the number of steps the run takes."""
+
+    train: Any
+    val: Any
+    total: int
+
+
+@dataclass
+class Run:
+    """A training run in progress: the model, its optimizer, and what a checkpoint records."""
+
+    config: TrainConfig
+    data: TrainData
+    out: Path
+    dist: DistInfo
+    device: Any
+    model: Any
+    net: Any  # the model, or its DistributedDataParallel wrapper
+    optimizer: Any
+    scaler: Any
+    use_amp: bool
+    criterion: Any
+    start: int = 0
+    step: int = 0
+    best_miou: float = -1.0
+    eval_input_size: list[int] | None = None  # known after the first validation
+    smooth_loss: float | None = None
+    started_at: float = 0.0  # perf_counter() when the loop started (the log's "seconds")
+
+    def batch_on_device(self, images, masks):
+        """A batch from the loader, on the run's device, images channels-last like the model."""
+        import torch
+
+        images = images.to(self.device, memory_format=torch.channels_last, non_blocking=True)
+        return images, masks.to(self.device, non_blocking=True)
+
+
 def train(config: TrainConfig, resume: bool = False, force: bool = False, progress: bool = True) -> Path:
     """Train as ``config`` says; returns the path of the best checkpoint.
 
@@ -195,22 +247,23 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, progre
     a terminal (captured runs get the per-validation log lines alone).
     """
     import torch
-    from torch.utils.data import DataLoader
-
-    from edge_deeplab.checkpoint import Checkpoint, save_checkpoint
-    from edge_deeplab.data.base import open_dataset
-    from edge_deeplab.data.torch_dataset import TorchSegmentation, collate
-    from edge_deeplab.data.transforms import train_transform
-    from edge_deeplab.evaluate import score_predictions, torch_predictor
-    from edge_deeplab.models import build_model
-    from edge_deeplab.models.config import ModelConfig
-    from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     dist = _init_distributed(config.device)
     out = Path(config.out)
     _prepare_out_dir(out, resume, force)  # every rank checks, so none is left waiting on a failed rank 0
     device = _resolve_device(config, dist)
     torch.manual_seed(config.seed)
+    data = open_training_data(config, dist)
+    run = start_run(config, data, out, dist, device, resume)
+    loader = make_loader(config, data.train, run.start, data.total, dist, device)
+    _run_steps(run, loader, progress)
+    _finish(run)
+    return out / "best.pt"
+
+
+def open_training_data(config: TrainConfig, dist: DistInfo) -> TrainData:
+    """Open both splits and check that they fit together and make at least one batch."""
+    from edge_deeplab.data.base import open_dataset
 
     train_set = open_dataset(config.data, "train")
     val_set = open_dataset(config.val_data or config.data, "val")
@@ -222,44 +275,72 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, progre
         raise EdgeDeeplabError(f"batch size {config.batch_size} does not split over {dist.world_size} processes")
     per_epoch = len(train_set) // config.batch_size
     total = config.epochs * per_epoch if config.epochs else config.iterations
+    return TrainData(train_set, val_set, total)
 
-    model_config = ModelConfig(
+
+def start_run(config: TrainConfig, data: TrainData, out: Path, dist: DistInfo, device, resume: bool) -> Run:
+    """Build the model and optimizer, from scratch or from ``out/last.pt`` when resuming."""
+    import torch
+
+    # Channels-last: oneDNN's convolutions work in NHWC, so NCHW tensors are reordered around every
+    # conv otherwise. A separable-head step took 0.75x the time natively (0.85x the CPU) and about
+    # the same CPU on the AVX2 paths (benchmarks/train_step.py). Checkpoints keep the usual layout.
+    model = _build_model(config, data, resume).to(device, memory_format=torch.channels_last)
+    optimizer = _make_optimizer(model, config)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start, best_miou, eval_input_size = 0, -1.0, None
+    if resume:
+        start, best_miou, eval_input_size = _restore(out / "last.pt", model, optimizer, scaler if use_amp else None)
+        if start >= data.total:
+            raise EdgeDeeplabError(f"{out / 'last.pt'} already finished its {data.total} steps")
+    return Run(config, data, out, dist, device, model, _distributed(model, device, dist), optimizer, scaler, use_amp,
+               torch.nn.CrossEntropyLoss(ignore_index=data.train.ignore_index), start=start, step=start,
+               best_miou=best_miou, eval_input_size=eval_input_size)
+
+
+def _build_model(config: TrainConfig, data: TrainData, resume: bool):
+    """A freshly initialised model for ``config`` (backbone weights loaded, unless resuming)."""
+    from edge_deeplab.models import build_model
+    from edge_deeplab.models.config import ModelConfig
+
+    model = build_model(ModelConfig(
         backbone=config.backbone,
-        num_classes=len(train_set.classes),
+        num_classes=len(data.train.classes),
         output_stride=config.output_stride,
         decoder=config.decoder,
         separable=config.separable,
         width_mult=config.width_mult,
-    )
-    model = build_model(model_config)
+    ))
     if config.backbone_weights and not resume:
         from edge_deeplab.weights import load_backbone_weights
 
         load_backbone_weights(model, config.backbone_weights)
-    model.to(device)
+    return model
 
-    optimizer = _make_optimizer(model, config)
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    start, best_miou = 0, -1.0
-    eval_input_size: list[int] | None = None  # known after the first validation
-    if resume:
-        start, best_miou, eval_input_size = _restore(out / "last.pt", model, optimizer, scaler if use_amp else None)
-        if start >= total:
-            raise EdgeDeeplabError(f"{out / 'last.pt'} already finished its {total} steps")
+def _distributed(model, device, dist: DistInfo):
+    """The model wrapped for DistributedDataParallel (SyncBatchNorm on CUDA), or itself when alone."""
+    import torch
 
-    net = model
-    if dist.world_size > 1:
-        if device.type == "cuda":
-            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if dist.world_size <= 1:
+        return model
+    if device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    dataset = TorchSegmentation(train_set, train_transform(config.crop_size), seed=config.seed)
-    sampler = StepBatchSampler(len(train_set), config.batch_size, config.seed, start, total, dist)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
+
+def make_loader(config: TrainConfig, train_set, start: int, total: int, dist: DistInfo, device):
+    """Batches ``start`` to ``total`` of this rank: augmented crops, collated, from ``config.workers`` processes."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from edge_deeplab.data.torch_dataset import TorchSegmentation, collate
+    from edge_deeplab.data.transforms import train_transform
+
+    return DataLoader(
+        TorchSegmentation(train_set, train_transform(config.crop_size), seed=config.seed),
+        batch_sampler=StepBatchSampler(len(train_set), config.batch_size, config.seed, start, total, dist),
         num_workers=config.workers,
         collate_fn=collate,
         worker_init_fn=leave_stop_to_parent,
@@ -268,106 +349,150 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, progre
         # whose state the checkpoint restores for exact resume.
         generator=torch.Generator().manual_seed(config.seed),
     )
-    criterion = torch.nn.CrossEntropyLoss(ignore_index=train_set.ignore_index)
 
-    def make_checkpoint(step: int, metrics: dict) -> Checkpoint:
-        return Checkpoint(
-            model_config=model_config,
-            state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
-            classes=list(train_set.classes),
-            palette=[list(map(int, c)) for c in train_set.palette],
-            mean=list(IMAGENET_MEAN),
-            std=list(IMAGENET_STD),
-            ignore_index=train_set.ignore_index,
-            dataset=config.data,
-            metrics=metrics,
-            eval_input_size=eval_input_size,
-            train_state={
-                "step": step,
-                "total": total,
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if use_amp else None,
-                "torch_rng": torch.get_rng_state(),
-                "best_miou": best_miou,
-                "config": config.to_dict(),
-            },
-        )
 
+def train_step(run: Run, images, masks) -> float:
+    """One SGD step at the schedule's learning rate; returns the batch's loss."""
+    import torch
+
+    lr = learning_rate(run.config, run.step, run.data.total)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    images, masks = run.batch_on_device(images, masks)
+    with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.use_amp):
+        loss = run.criterion(run.net(images), masks)
+    value = loss.item()
+    if not math.isfinite(value):
+        raise EdgeDeeplabError(f"loss became {value} at step {run.step}; lower --lr")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.step += 1
+    run.smooth_loss = value if run.smooth_loss is None else 0.9 * run.smooth_loss + 0.1 * value
+    return value
+
+
+def _run_steps(run: Run, loader, progress: bool) -> None:
+    """The loop: a step per batch, validation and checkpoints every ``val_every`` steps and at the end.
+
+    Ctrl-C saves the steps done so far (``--resume`` continues from there); a dataset error raised
+    in a DataLoader worker becomes one line.
+    """
     bar = None
-    if dist.is_main:
-        bar = progress_bar(total=total, initial=start, desc="train", unit="step", enabled=progress)
-    log_path = out / "log.jsonl"
-    model.train()
-    step = start
-    smooth_loss = None
-    t0 = time.perf_counter()
+    if run.dist.is_main:
+        bar = progress_bar(total=run.data.total, initial=run.start, desc="train", unit="step", enabled=progress)
+    run.model.train()
+    run.started_at = time.perf_counter()
     try:
         for images, masks in loader:
-            lr = poly_lr(config.lr, step, total, config.poly_power)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images = images.to(device, non_blocking=True)
-            masks = masks.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = criterion(net(images), masks)
-            if not math.isfinite(loss.item()):
-                raise EdgeDeeplabError(f"loss became {loss.item()} at step {step}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            smooth_loss = loss.item() if smooth_loss is None else 0.9 * smooth_loss + 0.1 * loss.item()
+            train_step(run, images, masks)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{smooth_loss:.3f}", lr=f"{lr:.4f}")
-            if step % config.val_every == 0 or step == total:
-                if dist.is_main:
-                    model.eval()
-                    # Its own bar (under the training bar, removed when done): a pass over the
-                    # validation images takes a while, and the training bar stands still meanwhile.
-                    metrics = score_predictions(torch_predictor(model, device), val_set, config.val_images,
-                                                progress=progress, desc=f"validating at step {step}")
-                    model.train()
-                    eval_input_size = metrics["input_size"]
-                    record = {"step": step, "loss": smooth_loss, "lr": lr, "seconds": round(time.perf_counter() - t0, 1), "miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"]}
-                    with open(log_path, "a", encoding="utf-8") as fh:
-                        fh.write(json.dumps(record) + "\n")
-                    if bar is not None:
-                        bar.write(f"step {step}/{total}: loss {smooth_loss:.3f}  val mIoU {metrics['miou']:.4f}  pixel acc {metrics['pixel_accuracy']:.4f}")
-                    summary = {"step": step, "miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"]}
-                    if metrics["miou"] > best_miou:
-                        best_miou = metrics["miou"]
-                        save_checkpoint(make_checkpoint(step, summary), out / "best.pt")
-                    save_checkpoint(make_checkpoint(step, summary), out / "last.pt")
-                if dist.world_size > 1:
-                    import torch.distributed as torch_dist
-
-                    torch_dist.barrier()
+                bar.set_postfix(loss=f"{run.smooth_loss:.3f}", lr=f"{run.optimizer.param_groups[0]['lr']:.4f}")
+            if run.step % run.config.val_every == 0 or run.step == run.data.total:
+                if run.dist.is_main:
+                    validate_and_save(run, bar, progress)
+                _barrier(run.dist)
     except EdgeDeeplabError as exc:
-        lines = str(exc).strip().splitlines()
-        if len(lines) > 1:  # raised in a DataLoader worker: the text carries the worker's traceback
-            problem = lines[-1].split(": ", 1)[-1]
-            raise EdgeDeeplabError(f"{problem} (run 'edge-deeplab datasets check' to list every problem)") from None
-        raise
+        raise _one_line(exc) from None
     except KeyboardInterrupt:
         # Ctrl-C or SIGTERM: keep the steps done so far; --resume continues from here.
-        if dist.is_main and step > start:
+        if run.dist.is_main and run.step > run.start:
             from runtime.signals import note_kept
 
-            save_checkpoint(make_checkpoint(step, {"step": step, "interrupted": True}), out / "last.pt")
-            note_kept(f"step {step} of {total} is saved in {out / 'last.pt'}")
+            save_checkpoint_as(run, {"step": run.step, "interrupted": True}, "last.pt")
+            note_kept(f"step {run.step} of {run.data.total} is saved in {run.out / 'last.pt'}")
         raise
     finally:
         if bar is not None:
             bar.close()
+
+
+def validate_and_save(run: Run, bar, progress: bool) -> None:
+    """Score the validation set, log the result, and write ``last.pt`` (and ``best.pt`` when it is the best)."""
+    from edge_deeplab.evaluate import score_predictions, torch_predictor
+
+    run.model.eval()
+    # Its own bar (under the training bar, removed when done): a pass over the validation images
+    # takes a while, and the training bar stands still meanwhile.
+    metrics = score_predictions(torch_predictor(run.model, run.device), run.data.val, run.config.val_images,
+                                progress=progress, desc=f"validating at step {run.step}")
+    run.model.train()
+    run.eval_input_size = metrics["input_size"]
+    lr = run.optimizer.param_groups[0]["lr"]
+    record = {"step": run.step, "loss": run.smooth_loss, "lr": lr,
+              "seconds": round(time.perf_counter() - run.started_at, 1),
+              "miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"]}
+    with open(run.out / "log.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+    if bar is not None:
+        bar.write(f"step {run.step}/{run.data.total}: loss {run.smooth_loss:.3f}  val mIoU {metrics['miou']:.4f}  "
+                  f"pixel acc {metrics['pixel_accuracy']:.4f}")
+    summary = {"step": run.step, "miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"]}
+    if metrics["miou"] > run.best_miou:
+        run.best_miou = metrics["miou"]
+        save_checkpoint_as(run, summary, "best.pt")
+    save_checkpoint_as(run, summary, "last.pt")
+
+
+def save_checkpoint_as(run: Run, metrics: dict, name: str) -> None:
+    """Write the model and the training state (for exact resume) to ``out/name``, atomically."""
+    import torch
+
+    from edge_deeplab.checkpoint import Checkpoint, save_checkpoint
+    from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+    train_set = run.data.train
+    checkpoint = Checkpoint(
+        model_config=run.model.config,
+        state_dict={k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()},
+        classes=list(train_set.classes),
+        palette=[list(map(int, c)) for c in train_set.palette],
+        mean=list(IMAGENET_MEAN),
+        std=list(IMAGENET_STD),
+        ignore_index=train_set.ignore_index,
+        dataset=run.config.data,
+        metrics=metrics,
+        eval_input_size=run.eval_input_size,
+        train_state={
+            "step": run.step,
+            "total": run.data.total,
+            "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict() if run.use_amp else None,
+            "torch_rng": torch.get_rng_state(),
+            "best_miou": run.best_miou,
+            "config": run.config.to_dict(),
+        },
+    )
+    save_checkpoint(checkpoint, run.out / name)
+
+
+def _one_line(exc: EdgeDeeplabError) -> EdgeDeeplabError:
+    """A dataset error raised in a DataLoader worker carries the worker's traceback: keep its last line."""
+    lines = str(exc).strip().splitlines()
+    if len(lines) <= 1:
+        return exc
+    problem = lines[-1].split(": ", 1)[-1]
+    return EdgeDeeplabError(f"{problem} (run 'edge-deeplab datasets check' to list every problem)")
+
+
+def _barrier(dist: DistInfo) -> None:
+    """Wait for every process (rank 0 validates while the others would run ahead)."""
     if dist.world_size > 1:
         import torch.distributed as torch_dist
 
+        torch_dist.barrier()
+
+
+def _finish(run: Run) -> None:
+    """Leave the process group; rank 0 writes ``train_config.json``, the mark of a finished run."""
+    if run.dist.world_size > 1:
+        import torch.distributed as torch_dist
+
         torch_dist.destroy_process_group()
-    if dist.is_main:
-        atomic_write_text(out / "train_config.json", json.dumps(config.to_dict(), indent=2) + "\n")
-    return out / "best.pt"
+    if run.dist.is_main:
+        atomic_write_text(run.out / "train_config.json", json.dumps(run.config.to_dict(), indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -248,54 +248,142 @@ def run_video(
     the source) stops reading; what was read is still inferred, encoded and the file finalized.
     ``out_path`` ``None`` skips encoding the video (masks only, or timing runs).
     """
-    import cv2
+    job = _VideoJob(predict, palette, out_path, masks_dir, fps, alpha, queue_size, progress)
+    job.start()
+    try:
+        job.read(frames, max_frames, duration)
+    finally:
+        job.stop()
+    job.keep_outputs()
+    return job.finished_stats()
 
-    stats = PipelineStats()
-    table = palette_array(palette)
-    decoded: queue.Queue = queue.Queue(maxsize=queue_size)
-    inferred: queue.Queue = queue.Queue(maxsize=queue_size)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-    out_path = Path(out_path) if out_path is not None else None
-    tmp_path = out_path.with_name(f".{out_path.stem}.partial{out_path.suffix}") if out_path else None
-    masks_dir = Path(masks_dir) if masks_dir is not None else None
-    # Masks go to a hidden folder renamed into place at the end, like the video, so a failed run
-    # (a full disk) leaves no half set of masks.
-    masks_tmp = masks_dir.with_name(f".{masks_dir.name}.partial") if masks_dir is not None else None
-    if masks_tmp is not None:
-        shutil.rmtree(masks_tmp, ignore_errors=True)
-        masks_tmp.mkdir(parents=True)
-    # Probed once per process, here on the calling thread before the stages start (its stderr
-    # silencing then swallows nothing another thread prints) and before the clock starts.
-    h264 = h264_fourcc(out_path.suffix.lower()) if out_path is not None else None
-    start = time.perf_counter()
 
-    def infer_stage() -> None:
+class _VideoJob:
+    """One run of the pipeline: its queues, its stage threads, and its temporary outputs.
+
+    The calling thread decodes (:meth:`read`); an ``infer`` thread runs the model; an ``encode``
+    thread draws the overlay and writes the video and masks. A stage that fails sets :attr:`stop`
+    and keeps draining its input, so no producer blocks; the main thread re-raises its error.
+    """
+
+    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], palette: list[list[int]],
+                 out_path: str | Path | None, masks_dir: str | Path | None, fps: float, alpha: float,
+                 queue_size: int, progress: Callable[[int], Any] | None) -> None:
+        import cv2
+
+        self.cv2, self.predict, self.palette, self.fps, self.alpha = cv2, predict, palette, fps, alpha
+        self.table = palette_array(palette)
+        self.progress = progress
+        self.stats = PipelineStats()
+        self.decoded: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.inferred: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.stop_event = threading.Event()
+        self.errors: list[BaseException] = []
+        self.writer: Any | None = None
+        self.read_count = 0
+        self.out_path = Path(out_path) if out_path is not None else None
+        self.tmp_path = (self.out_path.with_name(f".{self.out_path.stem}.partial{self.out_path.suffix}")
+                         if self.out_path else None)
+        self.masks_dir = Path(masks_dir) if masks_dir is not None else None
+        # Masks go to a hidden folder renamed into place at the end, like the video, so a failed
+        # run (a full disk) leaves no half set of masks.
+        self.masks_tmp = self.masks_dir.with_name(f".{self.masks_dir.name}.partial") if self.masks_dir else None
+        self.h264: str | None = None
+        self.started = 0.0
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Make the masks' temporary folder, probe the codec, and start the infer and encode threads."""
+        if self.masks_tmp is not None:
+            shutil.rmtree(self.masks_tmp, ignore_errors=True)
+            self.masks_tmp.mkdir(parents=True)
+        # Probed once per process, here on the calling thread before the stages start (its stderr
+        # silencing then swallows nothing another thread prints) and before the clock starts.
+        self.h264 = h264_fourcc(self.out_path.suffix.lower()) if self.out_path is not None else None
+        self.started = time.perf_counter()
+        self.threads = [threading.Thread(target=self.infer_stage, name="infer"),
+                        threading.Thread(target=self.encode_stage, name="encode")]
+        for thread in self.threads:
+            thread.start()
+
+    def read(self, frames: Iterable[np.ndarray | None], max_frames: int | None, duration: float | None) -> None:
+        """Decode (iterate ``frames``) on this thread into the infer queue until the end, a limit or Ctrl-C."""
+        stats = self.stats
         try:
-            while (item := decoded.get()) is not _END:
-                if stop.is_set():
+            iterator = iter(frames)
+            while not self.stop_event.is_set():
+                if max_frames is not None and self.read_count >= max_frames:
+                    break
+                if duration is not None and time.perf_counter() - self.started >= duration:
+                    break
+                t0 = time.perf_counter()
+                frame = next(iterator, _END)
+                if frame is _END:
+                    break
+                if frame is None:
+                    stats.skipped += 1
+                    continue
+                rgb = self.cv2.cvtColor(frame, self.cv2.COLOR_BGR2RGB)
+                stats._totals["decode"] += time.perf_counter() - t0
+                if not _put(self.decoded, (self.read_count, rgb), self.stop_event):
+                    break
+                self.read_count += 1
+        except KeyboardInterrupt as exc:
+            stats.interrupted = True
+            stats.stopped_by = str(exc)
+
+    def infer_stage(self) -> None:
+        """Run the model on each decoded frame and pass (index, frame, mask) on."""
+        try:
+            while (item := self.decoded.get()) is not _END:
+                if self.stop_event.is_set():
                     continue  # a later stage failed: drain so the reader never blocks
                 index, rgb = item
                 t0 = time.perf_counter()
-                mask = predict(rgb)
-                stats._totals["infer"] += time.perf_counter() - t0
-                _put(inferred, (index, rgb, mask), stop)
+                mask = self.predict(rgb)
+                self.stats._totals["infer"] += time.perf_counter() - t0
+                _put(self.inferred, (index, rgb, mask), self.stop_event)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, which re-raises it
-            errors.append(exc)
-            stop.set()
-            _drain(decoded)
+            self._failed(exc)
+            _drain(self.decoded)
         finally:
-            _put(inferred, _END, threading.Event())
+            _put(self.inferred, _END, threading.Event())
 
-    writer_box: list[Any] = []
+    def encode_stage(self) -> None:
+        """Write each frame's mask (``masks_dir``) and its overlay, with the fps drawn on, into the video."""
+        stats = self.stats
+        try:
+            while (item := self.inferred.get()) is not _END:
+                index, rgb, mask = item
+                t0 = time.perf_counter()
+                if self.masks_tmp is not None:
+                    write_mask(self.masks_tmp / f"frame_{index:06d}.png", mask, self.palette)
+                if self.tmp_path is not None:
+                    self._write_frame(rgb, mask)
+                stats._totals["encode"] += time.perf_counter() - t0
+                stats.frames += 1
+                if self.progress is not None:
+                    self.progress(1)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self._failed(exc)
+            _drain(self.inferred)
 
-    def open_stage_writer(width: int, height: int) -> Any:
+    def _write_frame(self, rgb: np.ndarray, mask: np.ndarray) -> None:
+        cv2 = self.cv2
+        bgr = cv2.cvtColor(overlay(rgb, mask, self.table, self.alpha), cv2.COLOR_RGB2BGR)
+        _draw_fps(cv2, bgr, (self.stats.frames + 1) / max(time.perf_counter() - self.started, 1e-6))
+        if self.writer is None:
+            self.writer = self._open_writer(bgr.shape[1], bgr.shape[0])
+        self.writer.write(bgr)
+
+    def _open_writer(self, width: int, height: int) -> Any:
         """The writer, opened at the first frame's size; H.264 when the probe found it."""
-        if h264 is not None:
+        cv2, stats, out_path = self.cv2, self.stats, self.out_path
+        if self.h264 is not None:
             # An H.264 encoder may still refuse this size (odd sides). Its complaint is silenced
             # the same way, on the encode thread, for the few milliseconds the open takes.
             with _quiet_opencv(cv2):
-                writer = _open_writer(cv2, tmp_path, h264, fps, (width, height))
+                writer = _open_writer(cv2, self.tmp_path, self.h264, self.fps, (width, height))
             if writer is not None:
                 stats.codec = H264
                 return writer
@@ -303,91 +391,57 @@ def run_video(
                                              f"the H.264 encoder would not open for {width}x{height} frames")
         else:
             stats.codec_note = fallback_note(out_path, width, height)
-        writer = _open_writer(cv2, tmp_path, FALLBACK_FOURCC, fps, (width, height))
+        writer = _open_writer(cv2, self.tmp_path, FALLBACK_FOURCC, self.fps, (width, height))
         if writer is None:
             raise EdgeDeeplabError(f"cannot write video {out_path}: this OpenCV build opens neither an H.264 "
                                    f"nor an {FALLBACK_FOURCC} encoder for {out_path.suffix or 'this'} files")
         stats.codec = FALLBACK_FOURCC
         return writer
 
-    def encode_stage() -> None:
-        try:
-            while (item := inferred.get()) is not _END:
-                index, rgb, mask = item
-                t0 = time.perf_counter()
-                if masks_tmp is not None:
-                    write_mask(masks_tmp / f"frame_{index:06d}.png", mask, palette)
-                if tmp_path is not None:
-                    bgr = cv2.cvtColor(overlay(rgb, mask, table, alpha), cv2.COLOR_RGB2BGR)
-                    _draw_fps(cv2, bgr, (stats.frames + 1) / max(time.perf_counter() - start, 1e-6))
-                    if not writer_box:
-                        writer_box.append(open_stage_writer(bgr.shape[1], bgr.shape[0]))
-                    writer_box[0].write(bgr)
-                stats._totals["encode"] += time.perf_counter() - t0
-                stats.frames += 1
-                if progress is not None:
-                    progress(1)
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-            errors.append(exc)
-            stop.set()
-            _drain(inferred)
+    def _failed(self, exc: BaseException) -> None:
+        self.errors.append(exc)
+        self.stop_event.set()
 
-    workers = [threading.Thread(target=infer_stage, name="infer"), threading.Thread(target=encode_stage, name="encode")]
-    for worker in workers:
-        worker.start()
-    read = 0
-    try:
-        iterator = iter(frames)
-        while not stop.is_set():
-            if max_frames is not None and read >= max_frames:
-                break
-            if duration is not None and time.perf_counter() - start >= duration:
-                break
-            t0 = time.perf_counter()
-            frame = next(iterator, _END)
-            if frame is _END:
-                break
-            if frame is None:
-                stats.skipped += 1
-                continue
-            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            stats._totals["decode"] += time.perf_counter() - t0
-            if not _put(decoded, (read, rgb), stop):
-                break
-            read += 1
-    except KeyboardInterrupt as exc:
-        stats.interrupted = True
-        stats.stopped_by = str(exc)
-    finally:
-        _put(decoded, _END, threading.Event())
-        for worker in workers:
-            worker.join()
-        if writer_box:
-            writer_box[0].release()
-        stats.seconds = time.perf_counter() - start
-    try:
-        if errors:
-            raise errors[0]
-        if read == 0:
-            raise EdgeDeeplabError("no frame could be decoded from the source")
-        if tmp_path is not None and writer_box:
-            check_playable(tmp_path, out_path, stats.frames)
-            os.replace(tmp_path, out_path)
-            stats.output = str(out_path)
-        if masks_tmp is not None:
-            _move_into_place(masks_tmp, masks_dir)
-            stats.masks = str(masks_dir)
-    except BaseException as exc:
-        if tmp_path is not None:
-            tmp_path.unlink(missing_ok=True)
-        if masks_tmp is not None:
-            shutil.rmtree(masks_tmp, ignore_errors=True)
-        full = no_room_error(exc, masks_dir or out_path)
-        if full is not None:
-            raise full from None
-        raise
-    n = max(stats.frames, 1)
-    stats.decode_ms = stats._totals["decode"] * 1000 / max(read, 1)
-    stats.infer_ms = stats._totals["infer"] * 1000 / n
-    stats.encode_ms = stats._totals["encode"] * 1000 / n
-    return stats
+    def stop(self) -> None:
+        """Send the end marker down the queues, wait for both stages, and close the video."""
+        _put(self.decoded, _END, threading.Event())
+        for thread in self.threads:
+            thread.join()
+        if self.writer is not None:
+            self.writer.release()
+        self.stats.seconds = time.perf_counter() - self.started
+
+    def keep_outputs(self) -> None:
+        """Re-raise a stage's error, or check the video plays and rename video and masks into place.
+
+        On any failure both temporary outputs are removed; a full disk is one line naming it.
+        """
+        try:
+            if self.errors:
+                raise self.errors[0]
+            if self.read_count == 0:
+                raise EdgeDeeplabError("no frame could be decoded from the source")
+            if self.tmp_path is not None and self.writer is not None:
+                check_playable(self.tmp_path, self.out_path, self.stats.frames)
+                os.replace(self.tmp_path, self.out_path)
+                self.stats.output = str(self.out_path)
+            if self.masks_tmp is not None:
+                _move_into_place(self.masks_tmp, self.masks_dir)
+                self.stats.masks = str(self.masks_dir)
+        except BaseException as exc:
+            if self.tmp_path is not None:
+                self.tmp_path.unlink(missing_ok=True)
+            if self.masks_tmp is not None:
+                shutil.rmtree(self.masks_tmp, ignore_errors=True)
+            full = no_room_error(exc, self.masks_dir or self.out_path)
+            if full is not None:
+                raise full from None
+            raise
+
+    def finished_stats(self) -> PipelineStats:
+        """The stats with each stage's total turned into milliseconds per frame."""
+        stats, n = self.stats, max(self.stats.frames, 1)
+        stats.decode_ms = stats._totals["decode"] * 1000 / max(self.read_count, 1)
+        stats.infer_ms = stats._totals["infer"] * 1000 / n
+        stats.encode_ms = stats._totals["encode"] * 1000 / n
+        return stats

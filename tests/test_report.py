@@ -2,8 +2,8 @@
 a real small report checked against itself (ONNX Runtime and OpenVINO FP32 agree, every figure is
 there, the plots are images), then the same bundles measured again with torch made unimportable.
 
-The slow part exports a tiny MobileNetV2 DeepLabv3+ (width 0.35, trained for a few steps) at 64x64
-to four bundles and scores them on eight synthetic images.
+The slow part exports the session's tiny MobileNetV2 DeepLabv3+ (width 0.35, trained for a few
+steps; test_export's fixture) at 64x64 to four bundles and scores them on eight synthetic images.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from edge_deeplab.report import (
     to_markdown,
 )
 from runtime.errors import EdgeDeeplabError
+from test_export import checkpoint  # noqa: F401  (the session's tiny trained checkpoint)
 from tiny_model import train_tiny_checkpoint
 from runtime.manifest import InputSpec, Manifest, write_manifest
 
@@ -192,16 +193,16 @@ def test_pipeline_reuses_a_finished_run_only_with_the_same_options(tmp_path, cap
 # -- a real report ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def small_report(tmp_path_factory) -> Path:
-    """One real report: OS 16, onnx + openvino FP32, onnxruntime + openvino INT8."""
+def small_report(checkpoint, tmp_path_factory) -> Path:  # noqa: F811
+    """One real report of the session's tiny checkpoint: OS 16, onnx + openvino FP32, onnxruntime +
+    openvino INT8."""
     base = tmp_path_factory.mktemp("report")
-    checkpoint = train_tiny_checkpoint(base / "tiny.pt", steps=30, data="synthetic:size=64,n=32", dataset=VAL)
     out = base / "out"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("EDGE_DEEPLAB_CACHE", str(base / "cache"))  # calibration ranges stay in the test's folder
-        code = cli("report", checkpoint, "--output-strides", "16", "--targets", "onnx,onnxruntime,openvino",
-                   "--precisions", "fp32,int8", "--calib-data", CALIB, "--calib-images", 8, "--runs", 3,
-                   "--warmup", 1, "--out", out)
+        code = cli("report", checkpoint, "--data", VAL, "--output-strides", "16", "--targets",
+                   "onnx,onnxruntime,openvino", "--precisions", "fp32,int8", "--calib-data", CALIB,
+                   "--calib-images", 8, "--runs", 3, "--warmup", 1, "--out", out)
     assert code == 0
     return out
 

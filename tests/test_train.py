@@ -13,7 +13,7 @@ import pytest
 from edge_deeplab.checkpoint import load_checkpoint
 from edge_deeplab.cli import main
 from edge_deeplab.config import TrainConfig, load_yaml_config, make_config
-from edge_deeplab.train import batch_indices
+from edge_deeplab.train import batch_indices, learning_rate
 from runtime.errors import EdgeDeeplabError
 
 torch = pytest.importorskip("torch", reason="training needs torch (the 'train' extra)")
@@ -42,9 +42,9 @@ def test_default_head_and_its_step_budget_are_resolved_into_the_config():
     from edge_deeplab.config import make_config
 
     edge = make_config({}, {})
-    assert edge.separable is True and edge.iterations == 3200  # the edge recipe: separable head
+    assert edge.separable is True and edge.iterations == 1000  # the edge recipe: separable head
     dense = make_config({}, {"separable": False})
-    assert dense.separable is False and dense.iterations == 1600  # the same training time
+    assert dense.separable is False and dense.iterations == 550  # the same training time
     assert make_config({}, {"backbone": "resnet50"}).separable is False
     assert make_config({"iterations": 50}, {"separable": True}).iterations == 50  # given steps are kept
 
@@ -52,6 +52,15 @@ def test_default_head_and_its_step_budget_are_resolved_into_the_config():
 def test_bad_output_stride_is_rejected():
     with pytest.raises(EdgeDeeplabError, match="output stride"):
         make_config({}, {"output_stride": 12})
+
+
+def test_learning_rate_ramps_up_then_decays_to_zero():
+    config = make_config({}, {"lr": 0.2, "warmup_steps": 50, "iterations": 1000})
+    rates = [learning_rate(config, step, 1000) for step in range(1000)]
+    assert rates[0] == pytest.approx(0.2 / 50) and rates[49] == pytest.approx(0.2) == max(rates)
+    assert all(a > b for a, b in zip(rates[50:], rates[51:])) and rates[-1] < 0.002
+    short = make_config({}, {"lr": 0.2, "warmup_steps": 50, "iterations": 8})
+    assert learning_rate(short, 1, 8) == pytest.approx(0.2)  # the ramp is at most a quarter of the run
 
 
 def test_batches_cover_each_epoch_once():
@@ -72,7 +81,7 @@ def test_existing_run_is_not_overwritten(tmp_path, capsys):
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     """SIGKILL a training subprocess mid-way, resume it: same steps, same weights as a clean run."""
-    args = [*TINY, "--iterations", "30", "--val-every", "5"]
+    args = [*TINY, "--iterations", "16", "--val-every", "4"]
     straight, crashed = tmp_path / "straight", tmp_path / "crashed"
     assert main(["train", *args, "--out", str(straight)]) == 0
 
@@ -86,12 +95,12 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     proc.kill()
     proc.wait()
     killed_at = load_checkpoint(crashed / "last.pt").train_state["step"]
-    assert killed_at < 30, "the run finished before it could be killed"
+    assert killed_at < 16, "the run finished before it could be killed"
 
     assert main(["train", *args, "--out", str(crashed), "--resume"]) == 0
     a = load_checkpoint(straight / "last.pt")
     b = load_checkpoint(crashed / "last.pt")
-    assert b.train_state["step"] == a.train_state["step"] == 30
+    assert b.train_state["step"] == a.train_state["step"] == 16
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     assert not list(crashed.glob(".*.tmp")), "a temporary checkpoint was left behind"
 

@@ -5,9 +5,9 @@ strides 8, 16 and 32 on every target this machine can run, and prints the table.
 the README's first command: a short training, then INT8 for ONNX Runtime and OpenVINO (with their
 FP32 references) at the three strides, in a few minutes on a 2-core CPU. ``--heads
 dense,separable`` trains the default recipe once per head (dense 3x3 convs in ASPP and decoder, or
-the paper's atrous separable ones) and reports both models in one table. The full defaults take
-about 15 minutes on a 2-core CPU (training about 10): 50 scored images and 20 timed runs per
-bundle; pass larger values for steadier figures.
+the paper's atrous separable ones) and reports both models in one table. The full defaults are
+sized for 20 minutes on a 2-core AVX2 CPU (training about 13): 50 scored images and 20 timed runs
+per bundle; pass larger values for steadier figures.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ from runtime.outputs import refuse_overlap
 # --heads choice -> TrainConfig.separable. Each head trains for its default number of steps
 # (edge_deeplab.config.DEFAULT_ITERATIONS), the same training time, unless --iterations is given.
 HEADS = {"dense": False, "separable": True}
-# What --quick changes, for the options not given on the command line: a quarter of the default
-# separable training, INT8 for the two CPU runtimes beside their FP32 references, fewer images
-# and runs. About 6 minutes on the 2-core development CPU, install included (README, "Install and
-# try it").
-QUICK = {"out": Path("runs/quick"), "iterations": 800, "targets": "onnx,onnxruntime,openvino",
+# What --quick changes, for the options not given on the command line: 300 steps of the default
+# separable training (0.62 mIoU), INT8 for the two CPU runtimes beside their FP32 references,
+# fewer images and runs. Sized for 8 minutes on a 2-core AVX2 CPU, install included (README,
+# "Install and try it").
+QUICK = {"out": Path("runs/quick"), "iterations": 300, "targets": "onnx,onnxruntime,openvino",
          "precisions": "fp32,int8", "val_images": 30, "calib_images": 32, "runs": 10, "warmup": 2}
 TRAIN_DEFAULTS = TrainConfig()
 app = typer.Typer()

@@ -64,6 +64,9 @@ def train(
     weight_decay: Annotated[Optional[float], _ranged("weight_decay", "L2 weight decay (not on BN or depthwise convs)")
                             ] = None,
     poly_power: Annotated[Optional[float], _ranged("poly_power", "poly schedule power")] = None,
+    warmup_steps: Annotated[Optional[int], _ranged(
+        "warmup_steps", "steps of linear learning-rate warm-up before the poly decay (at most a quarter of the run)")
+                            ] = None,
     seed: Annotated[Optional[int], _ranged("seed", "seed of initialization, batches and augmentation")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N", show_default=_default("device"))] = None,
     amp: Annotated[Optional[bool], typer.Option("--amp/--no-amp", help="mixed precision on CUDA",
