@@ -35,8 +35,9 @@ MIN_L4T = (36, 4)  # JetPack 6.1: TensorRT 10.3, CUDA 12.6
 MIN_AGREEMENT = {"fp32": 0.99, "fp16": 0.98, "int8": 0.99}
 MIN_AGREEMENT_TENSORRT_INT8 = 0.95
 # An onnxruntime INT8 bundle records the agreement its export measured on kernels that compute the
-# sums exactly: the doctor expects that, less this much for its other (fewer) images. Four-image
-# means of the tiny test model ranged 0.988-0.998 around its 0.994; saturation costs 3-11 points.
+# sums exactly, per image: the doctor expects at least its lowest image's, less this much, over its
+# own few images (a model with many near-tied pixels varies from image to image: the tiny test
+# models' images ranged 0.97-1.0). Saturating kernels cost that model 3-11 points.
 INT8_MARGIN = 0.01
 
 
@@ -355,7 +356,8 @@ def min_agreement(manifest: Any) -> float:
         return MIN_AGREEMENT_TENSORRT_INT8
     measured = (manifest.int8_kernels or {}).get("fused_vs_exact") or {}
     if manifest.target == "onnxruntime" and measured.get("kernels_exact") is True:
-        return round(min(MIN_AGREEMENT["int8"], measured["agreement"] - INT8_MARGIN), 4)
+        expected = measured.get("lowest_image", measured["agreement"])
+        return round(min(MIN_AGREEMENT["int8"], expected - INT8_MARGIN), 4)
     return MIN_AGREEMENT[manifest.precision]
 
 

@@ -19,12 +19,15 @@ def int8_kernels_record(session: ExportSession, model: Path) -> dict:
     cpu = cpu_info()
     items = session.validation.items if session.validation is not None else session.fp32.items
     fused, exact = ort_runner(model), ort_runner(model, exact=True)
-    agreement = compare([exact(i.array) for i in items], [fused(i.array) for i in items])
+    per_image = [compare([exact(i.array)], [fused(i.array)]).argmax_agreement for i in items]
+    agreement = sum(per_image) / len(per_image)
     kernels_exact = record["runs_exactly_on"] == saturation.ANYWHERE or cpu.int8_pairs_saturate is False
-    record["fused_vs_exact"] = {"agreement": round(agreement.argmax_agreement, 5), "images": len(items),
-                                "cpu": cpu.model, "kernels_exact": kernels_exact}
+    # The lowest image, not only the mean: doctor runs fewer images, and a model with many near-tied
+    # pixels varies from image to image (the tiny test model: 0.97 to 1.0 around 0.99).
+    record["fused_vs_exact"] = {"agreement": round(agreement, 5), "lowest_image": round(min(per_image), 5),
+                                "images": len(items), "cpu": cpu.model, "kernels_exact": kernels_exact}
     where = "every CPU" if record["runs_exactly_on"] == saturation.ANYWHERE else "VNNI CPUs only"
     session.req.log(f"    int8 kernels: worst pair sum {record['worst_pair_sum']} (int16 holds "
                     f"{saturation.INT16_MAX}) over {record['gemm_convs']} convs: exact on {where}; fused kernels "
-                    f"vs exact Q/DQ semantics here: mask agreement {agreement.argmax_agreement:.5f}")
+                    f"vs exact Q/DQ semantics here: mask agreement {agreement:.5f} (lowest image {min(per_image):.5f})")
     return record

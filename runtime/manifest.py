@@ -267,10 +267,11 @@ def check_int8_kernels(record: Any, path: Path) -> None:
     measured = record.get("fused_vs_exact")
     if measured is not None:
         _expect(measured, _OBJECT, '"int8_kernels.fused_vs_exact"', path)
-        agreement = measured.get("agreement")
-        if not (_is(agreement, _NUMBER) and 0 <= agreement <= 1):
-            raise BundleError(f'{path}: "int8_kernels.fused_vs_exact.agreement" must be a number 0-1, '
-                              f'not {json.dumps(agreement)[:60]}')
+        for name in ("agreement", "lowest_image"):
+            value = measured.get(name, 1.0 if name == "lowest_image" else None)
+            if not (_is(value, _NUMBER) and 0 <= value <= 1):
+                raise BundleError(f'{path}: "int8_kernels.fused_vs_exact.{name}" must be a number 0-1, '
+                                  f'not {json.dumps(value)[:60]}')
 
 
 def check_class_count(manifest: Manifest, path: Path) -> None:

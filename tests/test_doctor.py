@@ -64,7 +64,7 @@ def test_doctor_here_runs_what_applies_and_skips_tensorrt_with_a_reason(bundles,
     assert status["tensorrt"] == status["l4t"] == status["cuda-python"] == status["gpu"] == "skip"
     ort, ov, trt = data["bundles"]
     assert (ort["target"], ort["status"]) == ("onnxruntime", "ok")
-    assert ort["agreement"] >= ort["min_agreement"] > 0.95 and ort["latency_ms"]["p50"] > 0 and ort["latency_ms"]["runs"] == 3
+    assert ort["agreement"] >= ort["min_agreement"] > 0.9 and ort["latency_ms"]["p50"] > 0 and ort["latency_ms"]["runs"] == 3
     assert "graph optimizations disabled" in ort["reference"] and ort["int8_kernels"].startswith("exact")
     assert "synthetic:size=64,n=12, the bundle's dataset" in ort["images"]  # the dataset the export recorded
     assert (ov["target"], ov["status"]) == ("openvino", "ok") and "f32" in ov["reference"]

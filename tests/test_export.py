@@ -253,7 +253,7 @@ def test_onnxruntime_int8_is_qdq_per_channel_and_recorded(checkpoint, tmp_path):
     assert calib["settings"]["reduce_range"] and kernels["weight_bits"] == 7 and kernels["runs_exactly_on"] == "any"
     assert kernels["convs_over_int16"] == 0 and kernels["worst_pair_sum"] <= kernels["int16_limit"] == 32767
     assert kernels["gemm_convs"] > 10 and kernels["fused_vs_exact"]["kernels_exact"] is True
-    assert 0.95 <= kernels["fused_vs_exact"]["agreement"] <= 1.0
+    assert 0.9 <= kernels["fused_vs_exact"]["lowest_image"] <= kernels["fused_vs_exact"]["agreement"] <= 1.0
     _assert_weights_within(out / "model.onnx", 64)
 
 
