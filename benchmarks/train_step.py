@@ -286,7 +286,9 @@ def median_result(results: list[dict[str, Any]]) -> dict[str, Any]:
         return {k: median_result([r[k] for r in results]) for k in first}
     if isinstance(first, (list, tuple)):
         return [median_result([r[i] for r in results]) for i in range(len(first))]
-    if isinstance(first, (int, float)) and not isinstance(first, bool):
+    if isinstance(first, int) and not isinstance(first, bool):
+        return round(statistics.median(results))
+    if isinstance(first, float):
         return statistics.median(results)
     return first
 

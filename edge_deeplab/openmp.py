@@ -3,9 +3,10 @@
 torch runs its CPU kernels on OpenMP threads which, by default, keep spinning for a while after
 each parallel region, waiting for the next one. On a machine whose cores other processes also want
 (a 2-core laptop with a browser open, a shared CI runner), a spinning thread holds the core that
-the thread it waits for needs. ``benchmarks/train_step.py`` measured training steps 3-10x slower
-with the default than with ``OMP_WAIT_POLICY=PASSIVE`` on a 2-core machine running other work,
-and the weights come out identical, so the command line asks for PASSIVE unless the user chose.
+the thread it waits for needs. On a 2-core machine running other work, training steps took 1.2x
+as long with the default as with ``OMP_WAIT_POLICY=PASSIVE`` at a load of 4-5
+(``benchmarks/train_step.py --variant spin:OMP_WAIT_POLICY=default``) and up to 10x at a load of
+8-12; the weights come out identical, so the command line asks for PASSIVE unless the user chose.
 OpenMP reads the variable once, when torch loads it: a process that imported torch already keeps
 what it had.
 """

@@ -283,8 +283,8 @@ def start_run(config: TrainConfig, data: TrainData, out: Path, dist: DistInfo, d
     import torch
 
     # Channels-last: oneDNN's convolutions work in NHWC, so NCHW tensors are reordered around every
-    # conv otherwise. A separable-head step took 0.75x the time natively (0.85x the CPU) and about
-    # the same CPU on the AVX2 paths (benchmarks/train_step.py). Checkpoints keep the usual layout.
+    # conv otherwise. A separable-head step took 0.79x the time natively and 0.92x on the AVX2 paths
+    # (benchmarks/train_step.py, median of 2 rounds). Checkpoints keep the usual layout.
     model = _build_model(config, data, resume).to(device, memory_format=torch.channels_last)
     optimizer = _make_optimizer(model, config)
     use_amp = config.amp and device.type == "cuda"
