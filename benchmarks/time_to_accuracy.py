@@ -54,7 +54,7 @@ def main() -> None:
         options = {"iterations": args.iterations, "val_every": args.val_every, **options,
                    "out": str(args.out / name)}
         code = ("import json, sys; from edge_deeplab.config import make_config; from edge_deeplab.train import train; "
-                f"train(make_config({{}}, json.loads(sys.argv[1])), force=True, progress=False)")
+                "train(make_config({}, json.loads(sys.argv[1])), force=True, progress=False)")
         runs[name] = (options, time.perf_counter(),
                       subprocess.Popen([sys.executable, "-c", code, json.dumps(options)], cwd=ROOT, env=env,
                                        stdout=subprocess.DEVNULL))

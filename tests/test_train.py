@@ -12,7 +12,7 @@ import pytest
 
 from edge_deeplab.checkpoint import load_checkpoint
 from edge_deeplab.cli import main
-from edge_deeplab.config import TrainConfig, load_yaml_config, make_config
+from edge_deeplab.config import load_yaml_config, make_config
 from edge_deeplab.train import batch_indices, learning_rate
 from runtime.errors import EdgeDeeplabError
 
