@@ -48,8 +48,8 @@ def test_openvino_accuracy_control_keeps_the_drop(checkpoint, tmp_path):  # noqa
     out = tmp_path / "ac"
     assert export(checkpoint, "--target", "openvino", "--precision", "int8", "--input-size", SIZE,
                   "--calib-data", CALIB, "--calib-images", 6, "--val-data", VAL, "--val-images", 6,
-                  "--max-drop", "0.5", "--out", out) == 0
+                  "--max-drop", "1.5", "--out", out) == 0
     calib = read_manifest(out).calibration
-    assert calib["accuracy_control"] and calib["max_drop_fraction"] == 0.005
+    assert calib["accuracy_control"] and calib["max_drop_fraction"] == 0.015
     # Measured on the written IR (f32 inference precision), not only by NNCF.
-    assert calib["measured"]["drop_points"] <= 0.5 + 1e-6
+    assert calib["measured"]["drop_points"] <= 1.5 + 1e-6
