@@ -342,7 +342,7 @@ def check_bundle(bundle: Path, found: Platform, images: int, runs: int, warmup: 
     result["detail"] = (f"mask agreement {agreement:.4f} with {what} (needs {floor}), p50 {stats.p50_ms:.2f} ms, "
                         f"load {result['load_s']:.1f} s; {picked.source}")
     if manifest.target == "onnxruntime" and manifest.precision == "int8":
-        result["int8_kernels"] = int8_kernels_here(manifest, bundle)
+        result["int8_kernels"] = int8_kernels_here(manifest)[1]
     if not ok:
         cause, result["fix"] = disagreement_cause(manifest, bundle)
         result["detail"] += f"; cause: {cause}"
@@ -361,19 +361,19 @@ def min_agreement(manifest: Any) -> float:
     return MIN_AGREEMENT[manifest.precision]
 
 
-def int8_kernels_here(manifest: Any, bundle: Path, cpu: Any = None) -> str:
-    """Whether this CPU computes an onnxruntime INT8 bundle's integer sums exactly, and why."""
-    from runtime.cpu import cpu_info, int8_saturation_warning
+def int8_kernels_here(manifest: Any, cpu: Any = None) -> tuple[bool, str]:
+    """Whether this CPU's integer kernels may saturate an onnxruntime INT8 bundle's sums, and why."""
+    from runtime.cpu import cpu_info, saturating_weights
 
     cpu = cpu or cpu_info()
-    if int8_saturation_warning(manifest, str(bundle), cpu) is not None:
+    if saturating_weights(manifest, cpu) is not None:
         record = manifest.int8_kernels or {}
         convs = f"{record['convs_over_int16']} of its convs" if "convs_over_int16" in record else "its convs"
-        return (f"may saturate: {cpu.model} has no VNNI, and {convs} can overflow a 16-bit pair sum "
-                "(8-bit weights)")
+        return True, (f"may saturate: {cpu.model} has no VNNI, and {convs} can overflow a 16-bit pair sum "
+                      "(8-bit weights)")
     if cpu.int8_pairs_saturate is False:
-        return f"exact: {cpu.describe_int8()}"
-    return "exact: the bundle's 7-bit weights cannot overflow this CPU's 16-bit pair sums"
+        return False, f"exact: {cpu.describe_int8()}"
+    return False, "exact: the bundle's 7-bit weights cannot overflow this CPU's 16-bit pair sums"
 
 
 def disagreement_cause(manifest: Any, bundle: Path, cpu: Any = None) -> tuple[str, str]:
@@ -384,8 +384,8 @@ def disagreement_cause(manifest: Any, bundle: Path, cpu: Any = None) -> tuple[st
     rounding, so a low agreement is the model's near-tied class scores, not this machine.
     """
     if manifest.target == "onnxruntime" and manifest.precision == "int8":
-        kernels = int8_kernels_here(manifest, bundle, cpu)
-        if kernels.startswith("may saturate"):
+        saturates, kernels = int8_kernels_here(manifest, cpu)
+        if saturates:
             return (f"this CPU's integer kernels ({kernels})",
                     "re-export the bundle with this edge-deeplab (its 7-bit weights run exactly on every CPU), "
                     "or run it on a CPU with VNNI (AVX512-VNNI, AVX-VNNI or AMX)")

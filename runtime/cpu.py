@@ -113,14 +113,15 @@ def cpu_info() -> CpuInfo:
         try:
             return parse_cpuinfo(CPUINFO.read_text(errors="replace"), arch)
         except OSError:
-            pass
+            pass  # unreadable (a locked-down container): fall back as where there is no /proc
     if platform.system() == "Darwin":
         return _macos_info(arch)
     return CpuInfo(platform.processor() or "unknown CPU", arch, (), known=False)
 
 
-def int8_saturation_warning(manifest: Manifest, bundle: str, cpu: CpuInfo | None = None) -> str | None:
-    """One line when this CPU cannot compute a CPU INT8 bundle's integer sums exactly.
+def saturating_weights(manifest: Manifest, cpu: CpuInfo | None = None) -> str | None:
+    """What in a CPU INT8 bundle can saturate this CPU's 16-bit pair sums, or None when the CPU
+    computes its integer sums exactly.
 
     onnxruntime bundles say so in ``int8_kernels`` (schema 3); older ones carry no such record,
     and their quantizer settings tell whether the weights were 7-bit (``reduce_range``) or 8-bit.
@@ -128,23 +129,30 @@ def int8_saturation_warning(manifest: Manifest, bundle: str, cpu: CpuInfo | None
     """
     if manifest.precision != "int8" or manifest.target not in ("onnxruntime", "openvino"):
         return None
-    cpu = cpu or cpu_info()
-    if cpu.int8_pairs_saturate is False:
+    if (cpu or cpu_info()).int8_pairs_saturate is False:
         return None
     calibration = manifest.calibration or {}
     record = manifest.int8_kernels
     if manifest.target == "openvino":
         if calibration.get("overflow_fix") == "enable":
             return None
-        why = "its 8-bit weights (NNCF's overflow fix did not cover every convolution)"
-    elif record is None:
+        return "its 8-bit weights (NNCF's overflow fix did not cover every convolution)"
+    if record is None:
         if (calibration.get("settings") or {}).get("reduce_range"):
             return None
-        why = "its 8-bit weights (made before edge-deeplab recorded which CPUs run a bundle exactly)"
-    elif record.get("runs_exactly_on") == "any":
+        return "its 8-bit weights (made before edge-deeplab recorded which CPUs run a bundle exactly)"
+    if record.get("runs_exactly_on") == "any":
         return None
-    else:
-        why = f"its 8-bit weights ({record.get('convs_over_int16', 'some')} convs can overflow a 16-bit pair sum)"
+    return f"its 8-bit weights ({record.get('convs_over_int16', 'some')} convs can overflow a 16-bit pair sum)"
+
+
+def int8_saturation_warning(manifest: Manifest, bundle: str, cpu: CpuInfo | None = None) -> str | None:
+    """One line when this CPU cannot compute a CPU INT8 bundle's integer sums exactly
+    (:func:`saturating_weights`): the cause, the expected loss and the fix."""
+    cpu = cpu or cpu_info()
+    why = saturating_weights(manifest, cpu)
+    if why is None:
+        return None
     here = (f"this CPU ({cpu.model}) has no VNNI" if cpu.int8_pairs_saturate
             else "this CPU's INT8 features could not be read")
     return (f"warning: {bundle}: {why} need VNNI; {here}, so the integer kernels may saturate and lose "
