@@ -133,20 +133,24 @@ def shape_mismatch_checkpoint(source: Path, dest: Path) -> Path:
     return dest
 
 
-@pytest.fixture
-def full_disk(tmp_path: Path):
-    """A 64 KiB tmpfs: writes to it fail with ENOSPC, as on a full SD card."""
-    mount = tmp_path / "full"
+def _tmpfs(mount: Path, options: str, what: str):
+    """Mount a small tmpfs at ``mount`` for the test's duration (root only; skipped elsewhere)."""
     mount.mkdir()
     try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True,
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], check=True,
                        capture_output=True, timeout=30)
     except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"cannot mount a tmpfs to fill up here ({exc}); needs root")
+        pytest.skip(f"cannot mount {what} here ({exc}); needs root")
     try:
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=False, timeout=30)
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    """A 64 KiB tmpfs: writes to it fail with ENOSPC, as on a full SD card."""
+    yield from _tmpfs(tmp_path / "full", "size=64k", "a tmpfs to fill up")
 
 
 # -- the cases: (id, command, expected text, setup(tmp, bundle, openvino bundle, checkpoint) -> argv) -----
@@ -361,17 +365,7 @@ def test_full_disk_is_one_line_and_leaves_no_half_file(case, tmp_path, full_disk
 @pytest.fixture
 def read_only_disk(tmp_path: Path):
     """A read-only tmpfs, as a write-protected card or a read-only container mount."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)], check=True,
-                       capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"cannot mount a read-only tmpfs here ({exc}); needs root")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False, timeout=30)
+    yield from _tmpfs(tmp_path / "ro", "ro,size=64k", "a read-only tmpfs")
 
 
 def test_read_only_out_is_one_line_before_any_work(tmp_path, read_only_disk, bundle) -> None:
