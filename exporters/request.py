@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -47,6 +47,24 @@ class ValidationInput:
 
 
 @dataclass
+class QatInput:
+    """Quantization-aware fine-tuning (``--qat STEPS``): what it trains on, for how long, how fast.
+
+    ``batches(steps)`` yields ``steps`` (images, masks) pairs of torch tensors: float32
+    N x 3 x H x W normalized with the request's mean and std, and int64 N x H x W labels with the
+    request's ``ignore_index`` where unlabelled. They come with the training augmentation of the
+    checkpoint's recipe; the caller builds them, since the exporters import no ``edge_deeplab`` code.
+    """
+
+    batches: Callable[[int], Iterable[tuple[Any, Any]]]
+    steps: int
+    lr: float
+    spec: str  # the training dataset as the user named it (for the manifest)
+    batch_size: int
+    crop: int
+
+
+@dataclass
 class ExportRequest:
     """Everything one export needs; ``model`` is an eval-mode torch module at the chosen stride."""
 
@@ -71,6 +89,7 @@ class ExportRequest:
     calibration: CalibrationInput | None = None
     validation: ValidationInput | None = None
     max_drop: float | None = None  # mIoU points (percent)
+    qat: QatInput | None = None
     force: bool = False
     cache_dir: Path | None = None
     log: Callable[[str], None] = field(default=lambda message: print(message, file=sys.stderr, flush=True))
@@ -111,6 +130,8 @@ def check_request(req: ExportRequest) -> None:
         _check_calibration(req)
     if req.max_drop is not None:
         _check_max_drop(req)
+    if req.qat is not None:
+        _check_qat(req)
 
 
 def _check_input_size(req: ExportRequest) -> None:
@@ -138,3 +159,12 @@ def _check_max_drop(req: ExportRequest) -> None:
         raise EdgeDeeplabError(f"--max-drop must be >= 0 mIoU points, got {req.max_drop}")
     if req.validation is None or not req.validation.indices:
         raise EdgeDeeplabError("--max-drop needs labelled validation images: give --val-data")
+
+
+def _check_qat(req: ExportRequest) -> None:
+    if req.precision != "int8":
+        raise EdgeDeeplabError(f"--qat fine-tunes for INT8; {req.target} {req.precision} is not quantized (use --precision int8)")
+    if req.qat.steps < 1:
+        raise EdgeDeeplabError(f"--qat must be at least 1 step, got {req.qat.steps}")
+    if not req.qat.lr > 0:
+        raise EdgeDeeplabError(f"--qat-lr must be positive, got {req.qat.lr}")
