@@ -19,9 +19,12 @@ from runtime.errors import EdgeDeeplabError
 
 if TYPE_CHECKING:
     from edge_deeplab.checkpoint import Checkpoint
-    from exporters.request import CalibrationInput, ExportRequest, ValidationInput
+    from exporters.request import CalibrationInput, ExportRequest, QatInput, ValidationInput
 
 VERIFY_IMAGES = 4  # images the export is verified against PyTorch on
+# --qat's learning rate (Adam, decaying to zero): on the default model 1e-4 gained most in 60
+# steps of the rates tried (1e-5, 1e-4, 1e-3; exporters.fine_tune says why Adam).
+DEFAULT_QAT_LR = 1e-4
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class ExportArgs:
     val_data: str | None
     val_images: int
     max_drop: float | None
+    qat: int | None
+    qat_lr: float | None
+    data: str | None
     opset: int
     out: Path
     force: bool
@@ -71,6 +77,7 @@ def build_request(args: ExportArgs) -> tuple[ExportRequest, Checkpoint, int]:
     # --outputs, --calib-images and --val-images are checked by their options (choices, min=1), and the
     # outputs once more by check_request with everything else about the request.
     precision = check_target(args.target, args.precision)
+    _check_qat_options(args, precision)
     if args.input_size:
         check_input_size_limit(*args.input_size)
     check_writable(args.out, args.force)
@@ -90,10 +97,61 @@ def build_request(args: ExportArgs) -> tuple[ExportRequest, Checkpoint, int]:
         uint8_input=not args.float_input, outputs=args.outputs, opset=args.opset,
         model_info=model_record(ckpt.model_config, stride), source=source_record(args.checkpoint, ckpt),
         calibration=calibration, validation=validation, max_drop=args.max_drop, force=args.force,
-        cache_dir=args.cache_dir,
+        cache_dir=args.cache_dir, qat=qat_input(ckpt, args.qat, args.qat_lr, args.data),
     )
     check_request(req)
     return req, ckpt, stride
+
+
+def _check_qat_options(args: ExportArgs, precision: str) -> None:
+    """--qat's options fit together (before any work)."""
+    if args.qat is None:
+        if args.data is not None or args.qat_lr is not None:
+            raise EdgeDeeplabError(f"{'--data' if args.data is not None else '--qat-lr'} goes with --qat STEPS")
+        return
+    if precision != "int8":
+        raise EdgeDeeplabError(f"--qat fine-tunes for INT8; {args.target} {precision} is not quantized "
+                               "(use --precision int8)")
+
+
+def qat_input(ckpt: Checkpoint, steps: int | None, lr: float | None, data: str | None) -> QatInput | None:
+    """What ``--qat STEPS`` trains on (None without it): the checkpoint's training data (or
+    ``data``) with its recipe's augmentation, crop and batch size (the training defaults for a
+    checkpoint without a recipe), at ``lr`` (default :data:`DEFAULT_QAT_LR`)."""
+    from edge_deeplab.config import TrainConfig
+    from edge_deeplab.data.base import open_dataset
+    from exporters.request import QatInput
+
+    if steps is None:
+        return None
+    spec = data or ckpt.dataset
+    if not spec:
+        raise EdgeDeeplabError("--qat needs training data and the checkpoint records no dataset; give --data")
+    try:
+        dataset = open_dataset(spec, "train")
+    except EdgeDeeplabError as exc:
+        if data:
+            raise
+        raise EdgeDeeplabError(f"--qat trains on the checkpoint's dataset {spec}, which is not readable here "
+                               f"({exc}); give --data") from None
+    check_classes(dataset, spec, ckpt.classes)
+    recipe = (ckpt.train_state or {}).get("config") or {}
+    defaults = TrainConfig()
+    config = TrainConfig(crop_size=int(recipe.get("crop_size", defaults.crop_size)),
+                         batch_size=int(recipe.get("batch_size", defaults.batch_size)),
+                         workers=int(recipe.get("workers", defaults.workers)), seed=int(recipe.get("seed", 0)))
+    if len(dataset) < config.batch_size:
+        raise EdgeDeeplabError(f"--qat's training data {spec} has {len(dataset)} images, fewer than one batch "
+                               f"({config.batch_size})")
+
+    def batches(steps: int):
+        import torch
+
+        from edge_deeplab.train import DistInfo, make_loader
+
+        return make_loader(config, dataset, 0, steps, DistInfo(), torch.device("cpu"))
+
+    return QatInput(batches, steps, lr or DEFAULT_QAT_LR, spec, config.batch_size, config.crop_size)
 
 
 def _calibration_dataset(args: ExportArgs, ckpt: Checkpoint, precision: str) -> tuple[str | None, Sequence | None]:

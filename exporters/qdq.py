@@ -63,6 +63,18 @@ def settings(flavor: str) -> dict:
     raise ValueError(f"unknown QDQ flavour {flavor!r}")
 
 
+def weight_range(flavor: str) -> tuple[int, int]:
+    """The integer range the flavour's weights are quantized into (ONNX Runtime's own rule:
+    [-64, 64] for the cpu flavour's 7 bits, [-127, 127] for TensorRT's 8); QAT rounds into it."""
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType
+
+    if flavor not in FLAVORS:
+        raise ValueError(f"unknown QDQ flavour {flavor!r}")
+    low, high = get_qmin_qmax_for_qType(TensorProto.INT8, reduce_range=flavor == "cpu", symmetric=True)
+    return int(low), int(high)
+
+
 def quantize(
     fp32_path: str | Path,
     dest: str | Path,

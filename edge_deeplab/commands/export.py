@@ -15,7 +15,7 @@ import typer
 from calibration.ranges import DEFAULT_METHOD
 from edge_deeplab.commands.options import (CalibMethod, OutputStride, Outputs, Precision, Target, size_option,
                                            stride, value)
-from edge_deeplab.export_request import ExportArgs, export_checkpoint
+from edge_deeplab.export_request import DEFAULT_QAT_LR, ExportArgs, export_checkpoint
 from edge_deeplab.ranges import FiniteFloat
 from exporters.onnx import MAX_OPSET, MIN_OPSET
 from runtime.manifest import DEFAULT_PRECISION, MASK, TARGET_PRECISIONS
@@ -61,6 +61,16 @@ def export(
     max_drop: Annotated[Optional[float], typer.Option(
         metavar="POINTS", click_type=FiniteFloat(min=0), show_default="no guard",
         help="INT8 accuracy guard: largest mIoU drop against FP32, in points (0.5 = half a percent)")] = None,
+    qat: Annotated[Optional[int], typer.Option(
+        metavar="STEPS", min=1, show_default="none: post-training quantization only",
+        help="quantization-aware fine-tuning: after calibration, train the INT8 model's weights for STEPS steps with "
+             "the target's quantization in the forward pass (about 10 % of the model's training steps)")] = None,
+    qat_lr: Annotated[Optional[float], typer.Option(
+        click_type=FiniteFloat(min=0, min_open=True), show_default=f"{DEFAULT_QAT_LR:g}",
+        help="--qat's learning rate (Adam, decaying to zero)")] = None,
+    data: Annotated[Optional[str], typer.Option(
+        help="--qat's training data (dataset spec, train split, the training augmentation)",
+        show_default="the dataset the checkpoint was trained on")] = None,
     opset: Annotated[int, typer.Option(min=MIN_OPSET, max=MAX_OPSET, help="ONNX opset")] = MIN_OPSET,
     force: Annotated[bool, typer.Option("--force", help="replace an existing bundle folder")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="calibration range cache",
@@ -70,11 +80,11 @@ def export(
                       output_stride=stride(output_stride), input_size=input_size,
                       dynamic=dynamic, outputs=outputs.value, float_input=float_input, calib_data=calib_data,
                       calib_images=calib_images, calib_method=calib_method.value, calib_seed=calib_seed,
-                      val_data=val_data, val_images=val_images, max_drop=max_drop, opset=opset, out=out, force=force,
-                      cache_dir=cache_dir)
+                      val_data=val_data, val_images=val_images, max_drop=max_drop, qat=qat, qat_lr=qat_lr, data=data,
+                      opset=opset, out=out, force=force, cache_dir=cache_dir)
     from runtime.outputs import output_lock, refuse_overlap
 
-    refuse_overlap(out, [checkpoint, calib_data, val_data])
+    refuse_overlap(out, [checkpoint, calib_data, val_data, data])
     with output_lock(out):
         export_checkpoint(args)
     return 0
