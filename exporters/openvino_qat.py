@@ -66,9 +66,10 @@ def qat_int8(req: ExportRequest, calib_items: Sequence[PreparedImage], overflow_
     normalize = input_normalizer(req)
     calibration = nncf.Dataset(list(calib_items), lambda item: normalize(item.array))
     advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix(overflow_fix))
+    ignored = nncf.IgnoredScope(names=output_ops(model, calibration.get_inference_data()), validate=False)
     with _progress_to_stderr(), torch.no_grad():
         model = nncf.quantize(model, calibration, preset=nncf.QuantizationPreset.MIXED,
-                              subset_size=len(calib_items), advanced_parameters=advanced)
+                              subset_size=len(calib_items), ignored_scope=ignored, advanced_parameters=advanced)
     train_with_frozen_batchnorm(model)
     try:
         result = fine_tune(model, weights, req.qat, req.ignore_index, req.progress)
@@ -80,6 +81,27 @@ def qat_int8(req: ExportRequest, calib_items: Sequence[PreparedImage], overflow_
                "data": req.qat.spec, "batch_size": req.qat.batch_size, "crop": req.qat.crop,
                **result.as_dict()}
     return ov_model, model, details
+
+
+def output_ops(model, inputs) -> list[str]:
+    """NNCF's names of the operations whose result is a model output (here: the final upsampling
+    of the logits), for NNCF to leave unquantized.
+
+    NNCF's torch backend quantizes the input of that last Interpolate (an 8-bit copy of the
+    logits, upsampled), while its OpenVINO backend, quantizing the PTQ bundle's IR, does not: no
+    quantized operation follows it. Ignoring it gives the QAT IR the PTQ IR's quantizers, one for
+    one, and keeps the logits float up to the output.
+    """
+    import torch
+    from nncf.torch.function_hook import wrap_model
+    from nncf.torch.function_hook.nncf_graph.nncf_graph_builder import build_nncf_graph
+
+    with torch.no_grad():
+        graph = build_nncf_graph(wrap_model(copy.deepcopy(model)), next(iter(inputs)))
+    outputs = {node.node_name for node in graph.get_output_nodes()}
+    return [node.node_name for node in graph.get_all_nodes()
+            if node.node_name not in outputs and graph.get_next_nodes(node)
+            and all(n.node_name in outputs for n in graph.get_next_nodes(node))]
 
 
 def input_normalizer(req: ExportRequest):
