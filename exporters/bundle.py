@@ -28,6 +28,7 @@ from exporters.request import ExportRequest, check_request, check_target
 from exporters.session import ExportSession
 from runtime.files import atomic_dir
 from runtime.manifest import write_manifest
+from runtime.signals import note_kept
 
 
 def export_bundle(req: ExportRequest) -> Path:
@@ -35,11 +36,16 @@ def export_bundle(req: ExportRequest) -> Path:
     req.precision = check_target(req.target, req.precision)
     check_request(req)
     start = time.perf_counter()
-    with atomic_dir(req.out, overwrite=req.force) as bundle, \
-            tempfile.TemporaryDirectory(prefix="edge-deeplab-export-") as work:
-        session = ExportSession(req, Path(work), bundle)
-        session.fp32 = export_fp32(session)
-        files = build_openvino(session) if req.target == "openvino" else build_onnx(session)
-        write_manifest(bundle, bundle_manifest(session, files))
+    existed = Path(req.out).exists()
+    try:
+        with atomic_dir(req.out, overwrite=req.force) as bundle, \
+                tempfile.TemporaryDirectory(prefix="edge-deeplab-export-") as work:
+            session = ExportSession(req, Path(work), bundle)
+            session.fp32 = export_fp32(session)
+            files = build_openvino(session) if req.target == "openvino" else build_onnx(session)
+            write_manifest(bundle, bundle_manifest(session, files))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, in a long calibration or QAT fine-tune
+        note_kept(f"no bundle was written ({req.out} {'is unchanged' if existed else 'was not created'})")
+        raise
     req.log(f"wrote {req.out} ({req.target} {req.precision}) in {time.perf_counter() - start:.1f} s")
     return Path(req.out)

@@ -51,7 +51,8 @@ def qdq_int8(session: ExportSession, flavor: str, dest: Path) -> None:
     session.calibration_info = info
     if flavor == "cpu":
         session.int8_kernels = int8_kernels_record(session, dest)
-    check_against_fp32(session, host_runner(dest, flavor), "int8", "the INT8 model")
+    tuned_fp32 = ort_runner(reference) if "qat" in info else None
+    check_against_fp32(session, host_runner(dest, flavor), "int8", "the INT8 model", tuned_fp32)
     measured = info.get("measured")
     record_accuracy(session, host_runner(dest, flavor), measured["fp32_miou"] if measured else None)
     if "qat" in info:

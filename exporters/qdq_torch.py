@@ -89,7 +89,7 @@ class QdqGraph(torch.nn.Module):
         """Run the graph on ``image``; the graph's outputs (a dict), or the tensor ``upto``."""
         env = {self.input.name: image}
         for node in self.graph.node:
-            outputs = self._run(node, env)
+            outputs = self.run_node(node, env)
             env.update(zip(node.output, outputs))
             if upto is not None and upto in env:
                 return env[upto]
@@ -110,7 +110,8 @@ class QdqGraph(torch.nn.Module):
             return self.params[self.param_of[name]]
         return self.tensors[name]
 
-    def _run(self, node, env: dict) -> list:
+    def run_node(self, node, env: dict) -> list:
+        """One node's outputs from the tensors in ``env`` (by name), with its ONNX meaning."""
         F = torch.nn.functional
         attrs = _attributes(node)
         args = [self._value(n, env) if n else None for n in node.input]
@@ -154,8 +155,9 @@ class QdqGraph(torch.nn.Module):
         if op == "Shape":
             return [torch.tensor(args[0].shape, dtype=torch.int64)]
         if op == "Gather":
-            return [torch.index_select(args[0], attrs.get("axis", 0), args[1].reshape(-1)).reshape(
-                *args[0].shape[:attrs.get("axis", 0)], *args[1].shape, *args[0].shape[attrs.get("axis", 0) + 1:])]
+            axis = attrs.get("axis", 0)
+            picked = torch.index_select(args[0], axis, args[1].reshape(-1))
+            return [picked.reshape((*args[0].shape[:axis], *args[1].shape, *args[0].shape[axis + 1:]))]
         if op == "Unsqueeze":
             out = args[0]
             for axis in sorted(args[1].tolist()):

@@ -32,7 +32,8 @@ def qat_request(checkpoint: Path, out: Path):  # noqa: F811
     args = ExportArgs(checkpoint=checkpoint, target="openvino", precision="int8", output_stride=None,
                       input_size=(65, 65), dynamic=False, outputs="mask", float_input=False, calib_data=CALIB,
                       calib_images=3, calib_method="minmax", calib_seed=0, val_data=VAL, val_images=3,
-                      max_drop=None, opset=17, out=out, force=False, cache_dir=None)
+                      max_drop=None, qat=None, qat_lr=None, data=None, opset=17, out=out, force=False,
+                      cache_dir=None)
     req, ckpt, stride = build_request(args)
     req.model = ckpt.build_model(stride)
     req.progress = False
