@@ -114,10 +114,12 @@ def _check_qat_options(args: ExportArgs, precision: str) -> None:
                                "(use --precision int8)")
 
 
-def qat_input(ckpt: Checkpoint, steps: int | None, lr: float | None, data: str | None) -> QatInput | None:
+def qat_input(ckpt: Checkpoint, steps: int | None, lr: float | None, data: str | None,
+              workers: int | None = None) -> QatInput | None:
     """What ``--qat STEPS`` trains on (None without it): the checkpoint's training data (or
     ``data``) with its recipe's augmentation, crop and batch size (the training defaults for a
-    checkpoint without a recipe), at ``lr`` (default :data:`DEFAULT_QAT_LR`)."""
+    checkpoint without a recipe), at ``lr`` (default :data:`DEFAULT_QAT_LR`), loaded by ``workers``
+    processes (default: the recipe's; 0 loads in this process)."""
     from edge_deeplab.config import TrainConfig
     from edge_deeplab.data.base import open_dataset
     from exporters.request import QatInput
@@ -139,7 +141,8 @@ def qat_input(ckpt: Checkpoint, steps: int | None, lr: float | None, data: str |
     defaults = TrainConfig()
     config = TrainConfig(crop_size=int(recipe.get("crop_size", defaults.crop_size)),
                          batch_size=int(recipe.get("batch_size", defaults.batch_size)),
-                         workers=int(recipe.get("workers", defaults.workers)), seed=int(recipe.get("seed", 0)))
+                         workers=int(recipe.get("workers", defaults.workers)) if workers is None else workers,
+                         seed=int(recipe.get("seed", 0)))
     if len(dataset) < config.batch_size:
         raise EdgeDeeplabError(f"--qat's training data {spec} has {len(dataset)} images, fewer than one batch "
                                f"({config.batch_size})")

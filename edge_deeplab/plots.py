@@ -70,7 +70,8 @@ def plot_pareto(report: Report, path: Path) -> Path:
         axes.scatter([x], [y], color=_colour(row), marker=TARGET_MARKERS.get(row.target, "o"), s=60,
                      edgecolors="black" if row.pareto else "none", linewidths=1.0, zorder=3)
         # With several models, the label names the model too (its label without the backbone).
-        text = f"{row.model.split(' ', 1)[-1]} {row.precision}" if row.model else row.precision
+        precision = f"{row.precision} QAT" if row.qat else row.precision
+        text = f"{row.model.split(' ', 1)[-1]} {precision}" if row.model else precision
         axes.annotate(text, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
     front = sorted((r for r in rows if r.pareto), key=lambda r: r.latency["p50_ms"])
     if front:

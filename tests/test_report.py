@@ -64,6 +64,15 @@ def test_plan_keeps_only_offered_pairs_in_table_order():
         plan_combinations([16], ["onnxruntime"], ["fp32"])
 
 
+def test_plan_with_qat_gives_each_int8_combination_a_ptq_and_a_qat_row():
+    combos = plan_combinations([16], ["onnx", "onnxruntime", "openvino"], ["fp32", "int8"], qat=True)
+    assert [c.name for c in combos] == [
+        "os16-onnx-fp32", "os16-onnxruntime-int8", "os16-onnxruntime-int8-qat", "os16-openvino-fp32",
+        "os16-openvino-int8", "os16-openvino-int8-qat",
+    ]
+    assert [c.qat for c in combos] == [False, False, True, False, False, True]
+
+
 def _row(stride: int, target: str, precision: str, miou: float, p50: float) -> Row:
     combo = Combination(stride, target, precision)
     return Row(combo.name, stride, target, precision, miou=miou, latency={"p50_ms": p50})
@@ -169,6 +178,25 @@ def test_report_rejects_bad_requests_before_any_work(tmp_path, capsys):
     assert "coreml: choose from onnx, onnxruntime, openvino, tensorrt" in capsys.readouterr().err
 
 
+def test_qat_without_int8_is_refused_before_any_work(tmp_path, capsys):
+    def refused(*args) -> str:
+        assert cli(*args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and not (tmp_path / "r").exists()
+        return err[0]
+
+    assert "--precisions fp32,fp16 has no int8" in refused("report", "x.pt", "--qat", 2, "--precisions", "fp32,fp16",
+                                                          "--out", tmp_path / "r")
+    assert "none of --targets onnx offers int8" in refused("report", "x.pt", "--qat", 2, "--targets", "onnx",
+                                                           "--out", tmp_path / "r")
+    assert "--qat-lr goes with --qat" in refused("report", "x.pt", "--qat-lr", "1e-3", "--out", tmp_path / "r")
+    (tmp_path / "bundles").mkdir()
+    assert "--qat applies when exporting" in refused("report", "--bundles", tmp_path / "bundles", "--qat", 2,
+                                                     "--out", tmp_path / "r")
+    # The pipeline says so before training, not after.
+    assert "has no int8" in refused("pipeline", "--qat", 2, "--precisions", "fp32", "--out", tmp_path / "r")
+
+
 def test_pipeline_reuses_a_finished_run_only_with_the_same_options(tmp_path, capsys):
     from edge_deeplab.commands.pipeline import train_or_reuse
     from edge_deeplab.config import make_config
@@ -245,6 +273,31 @@ def test_report_figures_are_complete_and_consistent(small_report):
         with Image.open(small_report / name) as image:
             assert image.format == "PNG" and image.width >= 600 and image.height >= 400
             assert len(np.unique(np.asarray(image.convert("L")))) > 8  # something drawn, not a blank canvas
+
+
+@pytest.mark.slow
+def test_report_with_qat_has_a_ptq_and_a_qat_row_and_their_cost(checkpoint, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("EDGE_DEEPLAB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    assert cli("report", checkpoint, "--data", VAL, "--output-strides", "16", "--targets", "onnxruntime",
+               "--precisions", "int8", "--qat", 2, "--calib-data", CALIB, "--calib-images", 8, "--val-images", 4,
+               "--runs", 2, "--warmup", 0, "--out", out) == 0
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    assert [(r["name"], r["qat"], r["status"], r["images"]) for r in rows] == [
+        ("os16-onnxruntime-int8", False, "measured", 4), ("os16-onnxruntime-int8-qat", True, "measured", 4)]
+    # Both measured by the report itself: QAT's own export record is not copied into the row.
+    assert all(0 <= r["miou"] <= 1 and r["latency"]["runs"] == 2 for r in rows)
+    markdown = (out / "report.md").read_text()
+    assert "| OS | target | precision | quant | mIoU % |" in markdown
+    assert "| 16 | onnxruntime | int8 | PTQ |" in markdown and "| 16 | onnxruntime | int8 | QAT |" in markdown
+    seconds = json.loads((out / "bundles" / "os16-onnxruntime-int8-qat" / "model.json").read_text()
+                         )["calibration"]["qat"]["seconds"]
+    assert (f"- QAT: the quant column's QAT rows were fine-tuned for 2 steps at lr 0.0001 after calibration, the PTQ "
+            f"rows not; the fine-tuning took {seconds / 60:.1f} min in all (1 bundle)") in markdown
+    assert [line["quant"] for line in csv.DictReader(io.StringIO((out / "report.csv").read_text()))] == ["PTQ", "QAT"]
+    # Read back from the folder, the bundle exported with --qat is the QAT row again.
+    assert [(c.name, c.qat) for c, _ in find_bundles(out / "bundles")] == [("os16-onnxruntime-int8", False),
+                                                                           ("os16-onnxruntime-int8-qat", True)]
 
 
 @pytest.mark.slow

@@ -29,8 +29,8 @@ from calibration.ranges import DEFAULT_METHOD
 from edge_deeplab.commands.options import RUNTIME_DEFAULTS, CalibMethod, Threads, listed
 from edge_deeplab.commands.report import (BAND_WIDTHS, HEADLINE_BAND_WIDTH, BandWidth, BandWidths, CalibData,
                                           CalibImages, CalibMethodOpt, CalibSeed, Data, InputSize, KeepBundles,
-                                          MaxDrop, OutputStrides, Precisions, Runs, Split, Verbose, Warmup,
-                                          check_numbers, print_summary, report_args, report_checkpoint,
+                                          MaxDrop, OutputStrides, Precisions, Qat, QatLr, Runs, Split, Verbose,
+                                          Warmup, check_numbers, print_summary, report_args, report_checkpoint,
                                           targets_option, val_images_option)
 from edge_deeplab.config import DEFAULT_ITERATIONS, OPTION_RANGES, TrainConfig, make_config
 from edge_deeplab.models.config import OUTPUT_STRIDES
@@ -90,6 +90,8 @@ def pipeline(
     calib_method: CalibMethodOpt = CalibMethod(DEFAULT_METHOD),
     calib_seed: CalibSeed = 0,
     max_drop: MaxDrop = None,
+    qat: Qat = None,
+    qat_lr: QatLr = None,
     runs: Runs = 20,
     warmup: Warmup = 3,
     threads: Threads = RUNTIME_DEFAULTS.threads,

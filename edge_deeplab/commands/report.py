@@ -22,10 +22,11 @@ from edge_deeplab.commands.options import (RUNTIME_DEFAULTS, CalibMethod, Thread
                                            size_option)
 from edge_deeplab.evaluate import DEFAULT_BAND_WIDTHS
 from edge_deeplab.export import check_input_size_limit
+from edge_deeplab.export_request import DEFAULT_QAT_LR
 from edge_deeplab.ranges import FiniteFloat
 from edge_deeplab.models.config import OUTPUT_STRIDES
 from runtime.errors import EdgeDeeplabError
-from runtime.manifest import PRECISIONS, TARGETS
+from runtime.manifest import PRECISIONS, TARGET_PRECISIONS, TARGETS
 
 app = typer.Typer()
 
@@ -46,6 +47,8 @@ class ReportArgs:
     calib_method: str
     calib_seed: int
     max_drop: float | None
+    qat: int | None
+    qat_lr: float | None
     runs: int
     warmup: int
     threads: int
@@ -58,14 +61,30 @@ class ReportArgs:
 
 def report_args(output_strides: str, targets: str | None, precisions: str, calib_method: CalibMethod,
                 **given) -> ReportArgs:
-    """The shared options as typer gave them -> :class:`ReportArgs` (the lists checked against their tables)."""
-    return ReportArgs(
+    """The shared options as typer gave them -> :class:`ReportArgs` (the lists checked against their
+    tables, --qat against the precisions)."""
+    args = ReportArgs(
         output_strides=[int(s) for s in parse_list(output_strides, OUTPUT_STRIDES, "--output-strides")],
         targets=parse_list(targets, TARGETS, "--targets") if targets else None,
         precisions=parse_list(precisions, PRECISIONS, "--precisions"),
         calib_method=calib_method.value,
         **given,
     )
+    check_qat(args)
+    return args
+
+
+def check_qat(args: ReportArgs) -> None:
+    """One line, before any work, when --qat would fine-tune nothing: it makes QAT rows of INT8 ones."""
+    if args.qat is None:
+        if args.qat_lr is not None:
+            raise EdgeDeeplabError("--qat-lr goes with --qat STEPS")
+        return
+    if "int8" not in args.precisions:
+        raise EdgeDeeplabError(f"--qat fine-tunes INT8 models; --precisions {','.join(args.precisions)} has no int8")
+    if not any("int8" in TARGET_PRECISIONS[t] for t in args.targets or TARGETS):
+        raise EdgeDeeplabError(f"--qat fine-tunes INT8 models; none of --targets {','.join(args.targets or [])} "
+                               "offers int8")
 
 
 # The options both commands take, each defined once; each command gives its own default.
@@ -88,6 +107,14 @@ CalibSeed = Annotated[int, typer.Option(help="seed of the calibration pick")]
 MaxDrop = Annotated[Optional[float], typer.Option(
     metavar="POINTS", click_type=FiniteFloat(min=0), show_default="no guard",
     help="INT8 accuracy guard on the scored images: largest mIoU drop against FP32, in points")]
+Qat = Annotated[Optional[int], typer.Option(
+    metavar="STEPS", min=1, show_default="none: post-training quantization only",
+    help="quantization-aware fine-tuning, as export --qat: each INT8 combination is exported twice, a PTQ row and a "
+         "QAT row whose weights were trained for STEPS steps with the target's quantization in the forward pass "
+         "(about 10 % of the model's training steps) on the checkpoint's training data (or --data's train split)")]
+QatLr = Annotated[Optional[float], typer.Option(
+    click_type=FiniteFloat(min=0, min_open=True), show_default=f"{DEFAULT_QAT_LR:g}",
+    help="--qat's learning rate (Adam, decaying to zero)")]
 Runs = Annotated[int, typer.Option(min=1, help="timed runs per bundle")]
 Warmup = Annotated[int, typer.Option(min=0, help="untimed runs per bundle first")]
 BandWidths = Annotated[str, typer.Option(help="trimap band widths for boundary mIoU, pixels, comma-separated")]
@@ -142,6 +169,8 @@ def report(
     calib_method: CalibMethodOpt = CalibMethod(DEFAULT_METHOD),
     calib_seed: CalibSeed = 0,
     max_drop: MaxDrop = None,
+    qat: Qat = None,
+    qat_lr: QatLr = None,
     runs: Runs = 50,
     warmup: Warmup = 5,
     threads: Threads = RUNTIME_DEFAULTS.threads,
@@ -213,7 +242,8 @@ def _report_checkpoint(args: ReportArgs, checkpoints: list[Path], out: Path):
     from runtime.files import check_writable
 
     widths, headline = check_numbers(args)
-    combos = plan_combinations(args.output_strides, args.targets or list(TARGETS), args.precisions)
+    combos = plan_combinations(args.output_strides, args.targets or list(TARGETS), args.precisions,
+                               qat=args.qat is not None)
     check_writable(out, args.force)
     check_distinct(checkpoints)
     missing = [name for name in ("torch", "onnx") if util.find_spec(name) is None]
@@ -238,7 +268,8 @@ def _report_checkpoint(args: ReportArgs, checkpoints: list[Path], out: Path):
     measurement = Measurement(samples, data, args.split, widths, headline,
                               TimingSettings(args.runs, args.warmup, args.threads), args.verbose)
     export = ExportSettings(height, width, args.calib_data or data, args.calib_images, args.calib_method,
-                            args.calib_seed, args.max_drop)
+                            args.calib_seed, args.max_drop, qat_steps=args.qat, qat_lr=args.qat_lr,
+                            qat_data=args.data)
     labels = model_labels(ckpts) if len(ckpts) > 1 else [""]
     what = ", ".join(f"{path} ({label})" if label else str(path) for path, label in zip(checkpoints, labels))
     print(f"report on {len(combos)} combinations of {what} at {height}x{width}, "
@@ -282,6 +313,8 @@ def _report_bundles(args: ReportArgs, folder: Path, out: Path):
     widths, headline = check_numbers(args)
     if args.input_size is not None:
         raise EdgeDeeplabError("--input-size applies when exporting; a bundle runs at the size it was exported at")
+    if args.qat is not None:
+        raise EdgeDeeplabError("--qat applies when exporting; a bundle exported with --qat is a QAT row already")
     check_writable(out, args.force)
     bundles = [
         (combo, path) for combo, path in find_bundles(folder)

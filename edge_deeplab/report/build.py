@@ -70,11 +70,47 @@ def _bundle_home(folder: Path, keep: bool) -> Iterator[Path]:
 _DEVICE_NOTE = "; its bundle is written for the device: measure it there with 'edge-deeplab report --bundles'"
 
 
+def qat_cost(bundles: Sequence[tuple[Combination, Path]]) -> str | None:
+    """What ``--qat`` cost, for the header: steps and rate, and the minutes the fine-tuning took in
+    all (and per target, with several), from the QAT bundles' own records; None without QAT bundles.
+
+    The table shows what QAT bought at inference (mIoU, latency); this is its price at export time.
+    """
+    from runtime.manifest import read_manifest
+
+    records = [(combo.target, (read_manifest(path, verify_files=False).calibration or {}).get("qat") or {})
+               for combo, path in bundles if combo.qat]
+    if not records:
+        return None
+    seconds: dict[str, float] = {}
+    for target, record in records:
+        seconds[target] = seconds.get(target, 0.0) + float(record.get("seconds") or 0.0)
+    steps = "/".join(sorted({str(r.get("steps", "?")) for _, r in records}))
+    rates = "/".join(sorted({format(r["lr"], "g") for _, r in records if "lr" in r}))
+    text = (f"the quant column's QAT rows were fine-tuned for {steps} steps at lr {rates or '?'} after calibration, "
+            f"the PTQ rows not; the fine-tuning took {_minutes(sum(seconds.values()))} in all "
+            f"({len(records)} bundle{'s' if len(records) > 1 else ''})")
+    if len(seconds) > 1:
+        text += ": " + ", ".join(f"{target} {_minutes(s)}" for target, s in seconds.items())
+    return text
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
 def _describe(ckpt) -> str:
     config = ckpt.model_config
     head = "atrous separable" if config.use_separable else "dense"
     return (f"{config.backbone} (width {config.width_mult}), {head} ASPP/decoder convs, decoder "
             f"{'on' if config.decoder else 'off'}, {ckpt.num_classes} classes")
+
+
+def _note_qat(report: Report, bundles: Sequence[tuple[Combination, Path]]) -> None:
+    """Put QAT's cost into the report's settings (the header's ``QAT`` line) when it has QAT bundles."""
+    cost = qat_cost(bundles)
+    if cost:
+        report.settings["qat"] = cost
 
 
 def report_from_checkpoint(
@@ -145,6 +181,7 @@ def report_from_checkpoint(
             rows=[by_name[c.name] for mine in planned for c in mine],
             headline_width=measurement.headline_width,
         )
+        _note_qat(report, written)
         write_files(report, folder)
         atomic_write_text(folder / "export.log", "\n".join(log_lines) + "\n")
     return report
@@ -177,5 +214,6 @@ def report_from_bundles(
             rows=rows,
             headline_width=measurement.headline_width,
         )
+        _note_qat(report, bundles)
         write_files(report, tmp)
     return report

@@ -1,6 +1,7 @@
 """Exporting a checkpoint's report combinations into bundles (the one step that needs torch).
 
-One model built per output stride and one calibration set for every INT8 bundle; a combination
+One model built per output stride and one calibration set for every INT8 bundle (PTQ and QAT
+alike, so a QAT row differs from its PTQ row by the fine-tuning alone); a combination
 this machine cannot export, or whose export fails its own checks, becomes a skipped row with the
 reason instead of stopping the report.
 """
@@ -20,7 +21,8 @@ from runtime.errors import EdgeDeeplabError
 
 @dataclass
 class ExportSettings:
-    """How the report's bundles are exported (one static input size for all, the calibration set)."""
+    """How the report's bundles are exported (one static input size for all, the calibration set, and
+    ``--qat``'s steps, rate and training data for the QAT combinations)."""
 
     height: int
     width: int
@@ -29,6 +31,9 @@ class ExportSettings:
     calib_method: str = DEFAULT_METHOD
     calib_seed: int = 0
     max_drop: float | None = None
+    qat_steps: int | None = None
+    qat_lr: float | None = None
+    qat_data: str | None = None  # None: each checkpoint's own training data
 
 
 def export_bundles(
@@ -49,6 +54,7 @@ def export_bundles(
     installed) or whose export fails its own checks is skipped with the reason.
     """
     from edge_deeplab.export import model_record, source_record
+    from edge_deeplab.export_request import qat_input
     from edge_deeplab.metrics import miou_function
     from exporters.bundle import export_bundle
     from exporters.request import ExportRequest, ValidationInput
@@ -57,6 +63,11 @@ def export_bundles(
     calibration = None
     if any(c.precision == "int8" for c in combos):
         calibration = _calibration_input(settings, ckpt, log)
+    qat = None
+    if any(c.qat for c in combos):
+        # Batches loaded in this process: once torch's DataLoader has run worker processes here,
+        # measuring OpenVINO bundles afterwards segfaults (the pipeline trains in a child for this).
+        qat = qat_input(ckpt, settings.qat_steps, settings.qat_lr, settings.qat_data, workers=0)
     validation = None
     if settings.max_drop is not None:
         validation = ValidationInput(verify_samples, list(range(len(verify_samples))), "report validation images",
@@ -84,7 +95,8 @@ def export_bundles(
             model_info=model_record(config, combo.output_stride),
             source=source, calibration=calibration if combo.precision == "int8" else None,
             validation=validation if combo.precision == "int8" else None,
-            max_drop=settings.max_drop if combo.precision == "int8" else None, log=log,
+            max_drop=settings.max_drop if combo.precision == "int8" else None, qat=qat if combo.qat else None,
+            log=log,
         )
         try:
             export_bundle(request)

@@ -134,7 +134,8 @@ def measure_bundles(
                 continue
             loaded[combo.name] = segmenter
             rows[combo.name] = Row(
-                combo.name, combo.output_stride, combo.target, combo.precision, combo.model, bundle=str(path),
+                combo.name, combo.output_stride, combo.target, combo.precision, combo.model, combo.qat,
+                bundle=str(path),
                 input_size=list(manifest.input.shape[2:]), images=summary["images"], miou=summary["miou"],
                 pixel_accuracy=summary["pixel_accuracy"], boundary_miou=dict(summary["boundary_miou"]),
                 per_class_iou=dict(summary["per_class_iou"]), size_mb=bundle_size_mb(path, manifest),

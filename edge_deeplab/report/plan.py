@@ -1,4 +1,4 @@
-"""What a report is about: the (output stride, target, precision) combinations, and the names.
+"""What a report is about: the (output stride, target, precision, PTQ/QAT) combinations, and the names.
 
 Everything decided before any export or measurement: which combinations a request means
 (:func:`plan_combinations`), which bundles a folder holds (:func:`find_bundles`), whether this
@@ -24,18 +24,28 @@ _BACKEND_MODULES = {"onnxruntime": ("onnxruntime",), "openvino": ("openvino",), 
 
 @dataclass(frozen=True)
 class Combination:
-    """One report row's identity: the output stride the model runs at, the target and the precision."""
+    """One report row's identity: the output stride the model runs at, the target, the precision and,
+    for INT8, whether the weights were fine-tuned with quantization in the loop (QAT) or not (PTQ)."""
 
     output_stride: int
     target: str
     precision: str
     label: str = ""  # shown instead of the generated name (two bundles of one combination)
     model: str = ""  # which checkpoint, when a report compares several (see model_labels)
+    qat: bool = False
 
     @property
     def name(self) -> str:
         prefix = f"{slug(self.model)}-" if self.model else ""
-        return self.label or f"{prefix}os{self.output_stride}-{self.target}-{self.precision}"
+        suffix = "-qat" if self.qat else ""
+        return self.label or f"{prefix}os{self.output_stride}-{self.target}-{self.precision}{suffix}"
+
+
+def quant_label(precision: str, qat: bool) -> str:
+    """How an INT8 row was quantized, PTQ or QAT (the table's and the CSV's ``quant``); "" for float rows."""
+    if precision != "int8":
+        return ""
+    return "QAT" if qat else "PTQ"
 
 
 def slug(text: str) -> str:
@@ -43,8 +53,10 @@ def slug(text: str) -> str:
     return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
 
 
-def plan_combinations(strides: Iterable[int], targets: Iterable[str], precisions: Iterable[str]) -> list[Combination]:
-    """Every valid (stride, target, precision), in table order.
+def plan_combinations(strides: Iterable[int], targets: Iterable[str], precisions: Iterable[str],
+                      qat: bool = False) -> list[Combination]:
+    """Every valid (stride, target, precision), in table order; with ``qat``, each INT8 one twice,
+    PTQ then QAT, side by side so the table shows what the fine-tuning bought.
 
     Pairs the design's target table does not offer (``onnx`` int8: that is the ``onnxruntime``
     target; ``onnxruntime`` fp32) are left out, so ``--targets onnx,onnxruntime --precisions
@@ -62,10 +74,11 @@ def plan_combinations(strides: Iterable[int], targets: Iterable[str], precisions
         if precision not in PRECISIONS:
             raise EdgeDeeplabError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     combos = [
-        Combination(s, t, p)
+        Combination(s, t, p, qat=tuned)
         for s in sorted(set(strides))
         for t in TARGETS if t in targets
         for p in PRECISIONS if p in precisions and p in TARGET_PRECISIONS[t]
+        for tuned in ((False, True) if qat and p == "int8" else (False,))
     ]
     if not combos:
         raise EdgeDeeplabError(
@@ -101,9 +114,11 @@ def find_bundles(folder: Path) -> list[tuple[Combination, Path]]:
     for path in candidates:
         manifest = read_manifest(path, verify_files=False)  # runtime.load verifies the checksums
         stride = manifest.model.get("output_stride")
-        found.append((Combination(int(stride) if stride else 0, manifest.target, manifest.precision), path))
+        qat = "qat" in (manifest.calibration or {})  # exported with --qat: a QAT row
+        found.append((Combination(int(stride) if stride else 0, manifest.target, manifest.precision, qat=qat), path))
     order = {(t, p): i for i, (t, p) in enumerate((t, p) for t in TARGETS for p in PRECISIONS)}
-    found.sort(key=lambda item: (item[0].output_stride, order[(item[0].target, item[0].precision)], item[1].name))
+    found.sort(key=lambda item: (item[0].output_stride, order[(item[0].target, item[0].precision)], item[0].qat,
+                                 item[1].name))
     names: dict[str, int] = {}
     for combo, path in found:
         names[combo.name] = names.get(combo.name, 0) + 1

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge_deeplab.report.plan import slug
+from edge_deeplab.report.plan import quant_label, slug
 from edge_deeplab.report.rows import REFERENCE_RULE, Report, Row
 from runtime.files import atomic_write_text
 
@@ -35,18 +35,24 @@ def _delta(row: Row) -> str:
 
 
 def main_table(report: Report) -> str:
-    """The headline Markdown table (measured rows; Pareto-optimal rows marked)."""
+    """The headline Markdown table (measured rows; Pareto-optimal rows marked).
+
+    A ``model`` column only when several checkpoints are compared, a ``quant`` column (PTQ/QAT)
+    only when some row is QAT: a table without them reads as it always did.
+    """
     w = report.headline_width
-    models = any(r.model for r in report.rows)  # a model column only when several are compared
-    header = ["OS", "target", "precision", "mIoU %", f"boundary mIoU {w}px %", "pixel acc %", "p50 ms", "p90 ms",
-              "fps", "size MB", "Δ mIoU", "vs", "Pareto"]
-    align = ["---"] * 3 + ["--:"] * 9 + [":-:"]
+    models = any(r.model for r in report.rows)
+    quant = any(r.qat for r in report.rows)
+    header = ["OS", "target", "precision", *(["quant"] if quant else []), "mIoU %", f"boundary mIoU {w}px %",
+              "pixel acc %", "p50 ms", "p90 ms", "fps", "size MB", "Δ mIoU", "vs", "Pareto"]
+    align = ["---"] * (4 if quant else 3) + ["--:"] * 9 + [":-:"]
     if models:
         header, align = ["model", *header], ["---", *align]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for r in report.measured:
         lat = r.latency or {}
-        cells = [str(r.output_stride or "?"), r.target, r.precision, _pct(r.miou), _pct(r.boundary_miou.get(w)),
+        cells = [str(r.output_stride or "?"), r.target, r.precision,
+                 *([quant_label(r.precision, r.qat) or "-"] if quant else []), _pct(r.miou), _pct(r.boundary_miou.get(w)),
                  _pct(r.pixel_accuracy), _num(lat.get("p50_ms"), ".2f"), _num(lat.get("p90_ms"), ".2f"),
                  _num(lat.get("fps"), ".1f"), _num(r.size_mb, ".2f"), _delta(r),
                  "" if r.reference in (None, r.name) else _short(r.reference, r.model), "*" if r.pareto else ""]
@@ -78,6 +84,8 @@ def header_lines(report: Report) -> list[str]:
               f"- input size: {s['input_size']}"]
     if s.get("export"):
         lines.append(f"- export: {s['export']}")
+    if s.get("qat"):
+        lines.append(f"- QAT: {s['qat']}")
     lines += [f"- timing: {s['timing']}",
               f"- machine: {machine}; {m['os']}",
               "- versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()),
@@ -118,16 +126,17 @@ def to_markdown(report: Report, plots: Sequence[tuple[str, str]] = ()) -> str:
 def to_csv(report: Report) -> str:
     """One line per row, skipped rows included; fractions as in JSON, latency in ms, size in MB."""
     widths = sorted({w for r in report.rows for w in r.boundary_miou})
-    header = ["model", "output_stride", "target", "precision", "status", "miou", *[f"boundary_miou_{w}px" for w in widths],
-              "pixel_accuracy", "latency_p50_ms", "latency_p90_ms", "latency_mean_ms", "fps", "size_mb",
-              "miou_delta_points", "reference", "pareto", "images", "bundle", "reason"]
+    header = ["model", "output_stride", "target", "precision", "quant", "status", "miou",
+              *[f"boundary_miou_{w}px" for w in widths], "pixel_accuracy", "latency_p50_ms", "latency_p90_ms",
+              "latency_mean_ms", "fps", "size_mb", "miou_delta_points", "reference", "pareto", "images", "bundle",
+              "reason"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for r in report.rows:
         lat = r.latency or {}
-        writer.writerow([r.model, r.output_stride, r.target, r.precision, r.status, r.miou,
-                         *[r.boundary_miou.get(w) for w in widths], r.pixel_accuracy, lat.get("p50_ms"),
+        writer.writerow([r.model, r.output_stride, r.target, r.precision, quant_label(r.precision, r.qat), r.status,
+                         r.miou, *[r.boundary_miou.get(w) for w in widths], r.pixel_accuracy, lat.get("p50_ms"),
                          lat.get("p90_ms"), lat.get("mean_ms"), lat.get("fps"), r.size_mb, r.delta_points,
                          r.reference, int(r.pareto), r.images, r.bundle, r.reason])
     return buffer.getvalue()

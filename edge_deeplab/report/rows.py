@@ -26,6 +26,7 @@ class Row:
     target: str
     precision: str
     model: str = ""
+    qat: bool = False  # an INT8 bundle fine-tuned with quantization in the loop (else PTQ)
     status: str = "measured"
     reason: str = ""
     bundle: str | None = None
@@ -52,7 +53,8 @@ class Row:
 
 
 def skipped_row(combo: Combination, reason: str, bundle: str | None = None) -> Row:
-    return Row(combo.name, combo.output_stride, combo.target, combo.precision, combo.model, "skipped", reason, bundle)
+    return Row(combo.name, combo.output_stride, combo.target, combo.precision, combo.model, combo.qat, "skipped",
+               reason, bundle)
 
 
 def assign_references(rows: Sequence[Row]) -> None:
