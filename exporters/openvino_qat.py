@@ -78,7 +78,7 @@ def qat_int8(req: ExportRequest, calib_items: Sequence[PreparedImage], overflow_
     ov_model = to_openvino(req, model)
     details = {"toolchain": "nncf torch QAT", "preset": "mixed", "subset_size": len(calib_items),
                "overflow_fix": overflow_fix, "batchnorm": "frozen statistics (eval mode)",
-               "data": req.qat.spec, "batch_size": req.qat.batch_size, "crop": req.qat.crop,
+               "dataset": req.qat.spec, "batch_size": req.qat.batch_size, "crop": req.qat.crop,
                **result.as_dict()}
     return ov_model, model, details
 
