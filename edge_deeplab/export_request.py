@@ -114,12 +114,16 @@ def _check_qat_options(args: ExportArgs, precision: str) -> None:
                                "(use --precision int8)")
 
 
-def qat_input(ckpt: Checkpoint, steps: int | None, lr: float | None, data: str | None,
-              workers: int | None = None) -> QatInput | None:
+def qat_input(ckpt: Checkpoint, steps: int | None, lr: float | None, data: str | None) -> QatInput | None:
     """What ``--qat STEPS`` trains on (None without it): the checkpoint's training data (or
     ``data``) with its recipe's augmentation, crop and batch size (the training defaults for a
-    checkpoint without a recipe), at ``lr`` (default :data:`DEFAULT_QAT_LR`), loaded by ``workers``
-    processes (default: the recipe's; 0 loads in this process)."""
+    checkpoint without a recipe), at ``lr`` (default :data:`DEFAULT_QAT_LR`).
+
+    The batches load in this process, never in forked DataLoader workers: an export process has
+    OpenVINO's or ONNX Runtime's thread pools running, and a fork taken beside them crashed the
+    process later (a segfault when the report then measured OpenVINO bundles, and a test session
+    that died silently). A QAT step computes for about a second; loading a batch takes a small
+    part of that."""
     from edge_deeplab.config import TrainConfig
     from edge_deeplab.data.base import open_dataset
     from exporters.request import QatInput
@@ -141,7 +145,7 @@ def qat_input(ckpt: Checkpoint, steps: int | None, lr: float | None, data: str |
     defaults = TrainConfig()
     config = TrainConfig(crop_size=int(recipe.get("crop_size", defaults.crop_size)),
                          batch_size=int(recipe.get("batch_size", defaults.batch_size)),
-                         workers=int(recipe.get("workers", defaults.workers)) if workers is None else workers,
+                         workers=0,
                          seed=int(recipe.get("seed", 0)))
     if len(dataset) < config.batch_size:
         raise EdgeDeeplabError(f"--qat's training data {spec} has {len(dataset)} images, fewer than one batch "

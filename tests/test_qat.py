@@ -232,17 +232,23 @@ def test_ctrl_c_during_the_fine_tune_writes_no_bundle_and_says_so(checkpoint, tm
         [sys.executable, "-m", "edge_deeplab.cli", "export", str(checkpoint), "--target", "onnxruntime",
          "--input-size", SIZE, "--calib-data", CALIB, "--calib-images", "2", "--val-data", VAL, "--val-images", "2",
          "--qat", "100000", "--data", "synthetic:size=32,n=8", "--out", str(out)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        lines.append(line)
-        if "QAT: fine-tuning" in line or not line:
-            break
-    time.sleep(1.0)  # inside the training loop
-    proc.send_signal(signal.SIGINT)
-    _, rest = proc.communicate(timeout=120)
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C as at a terminal, even when the suite itself runs where SIGINT is ignored (a
+        # background job), which the child would inherit and the CLI then respects.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        lines = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            lines.append(line)
+            if "QAT: fine-tuning" in line or not line:
+                break
+        time.sleep(1.0)  # inside the training loop
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # a run that did not stop must not outlive the test
     stderr = "".join(lines) + rest
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr
     last = stderr.strip().splitlines()[-1]

@@ -65,9 +65,7 @@ def export_bundles(
         calibration = _calibration_input(settings, ckpt, log)
     qat = None
     if any(c.qat for c in combos):
-        # Batches loaded in this process: once torch's DataLoader has run worker processes here,
-        # measuring OpenVINO bundles afterwards segfaults (the pipeline trains in a child for this).
-        qat = qat_input(ckpt, settings.qat_steps, settings.qat_lr, settings.qat_data, workers=0)
+        qat = qat_input(ckpt, settings.qat_steps, settings.qat_lr, settings.qat_data)
     validation = None
     if settings.max_drop is not None:
         validation = ValidationInput(verify_samples, list(range(len(verify_samples))), "report validation images",
