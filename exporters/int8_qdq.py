@@ -76,7 +76,8 @@ def _with_qat(session: ExportSession, quantize: Quantize, flavor: str) -> tuple[
         ptq_miou = session.score(host_runner(ptq, flavor), "scoring the PTQ model")
         session.req.log(f"    PTQ INT8 mIoU {points(ptq_miou):.2f}")
     tuned, record = qat_fine_tune(session, ptq, flavor)
-    return (lambda exclude: tuned.apply(quantize(exclude))), tuned.apply(session.fp32_path), \
+    # The fully quantized graph is the PTQ one already written: only exclusions quantize anew.
+    return (lambda exclude: tuned.apply(quantize(exclude) if exclude else ptq)), tuned.apply(session.fp32_path), \
         {"ptq_miou": ptq_miou, **record}
 
 

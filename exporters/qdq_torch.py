@@ -70,7 +70,7 @@ class QdqGraph(torch.nn.Module):
         self.resize_reference = _resize_references(self.graph, self.constants)
 
     def _add_param(self, name: str, floats: dict[str, np.ndarray], quantized: bool) -> None:
-        source = name[: -len(QUANTIZED_SUFFIX)] if quantized and name.endswith(QUANTIZED_SUFFIX) else name
+        source = float_name(name) if quantized else name
         if source not in floats:
             raise EdgeDeeplabError(f"QAT: the INT8 graph's initializer {name} has no float original in the FP32 graph")
         key = f"p{len(self.params)}"
@@ -81,8 +81,7 @@ class QdqGraph(torch.nn.Module):
         """The trained float values by their FP32 graph name (what :func:`write_tuned` writes)."""
         named = {}
         for name, key in self.param_of.items():
-            source = name[: -len(QUANTIZED_SUFFIX)] if name.endswith(QUANTIZED_SUFFIX) else name
-            named[source] = self.params[key].detach().numpy().copy()
+            named[float_name(name)] = self.params[key].detach().numpy().copy()
         return named
 
     def forward(self, image, upto: str | None = None):
@@ -175,13 +174,9 @@ class QdqGraph(torch.nn.Module):
         axis = attrs.get("axis", 1)
         if node.input[0] in self.param_of:  # a weight or bias: fake-quantize the float parameter
             param = self.params[self.param_of[node.input[0]]]
-            low, high = (self.weight_range if self.constants[node.input[0]].dtype == np.int8
-                         else _INT_RANGE[np.dtype(np.int32)])
-            shape = [1] * param.ndim
-            if scale.ndim:
-                shape[axis] = -1
-            scale, zero = scale.reshape(shape), zero.float().reshape(shape)
-            return (_clamp_ste(_round_ste(param / scale) + zero, low, high) - zero) * scale
+            low, high = integer_range(self.constants[node.input[0]].dtype, self.weight_range)
+            ints, scale, zero = quantize_weight(param, scale, zero, axis, low, high)
+            return (ints - zero) * scale
         if scale.ndim:
             shape = [1] * data.ndim
             shape[axis] = -1
@@ -224,7 +219,7 @@ def write_tuned(qdq_path: str | Path, dest: str | Path, tuned: dict[str, np.ndar
                                      _attributes(node).get("axis", 1))
     initializers = {i.name: i for i in model.graph.initializer}
     for init in model.graph.initializer:
-        source = init.name[: -len(QUANTIZED_SUFFIX)] if init.name.endswith(QUANTIZED_SUFFIX) else init.name
+        source = float_name(init.name)
         if source not in tuned:
             continue
         value = tuned[source]
@@ -233,15 +228,33 @@ def write_tuned(qdq_path: str | Path, dest: str | Path, tuned: dict[str, np.ndar
             continue
         scale_name, zero_name, axis = scales[init.name]
         old = numpy_helper.to_array(init)
-        scale = numpy_helper.to_array(initializers[scale_name]).astype(np.float32)
-        zero = numpy_helper.to_array(initializers[zero_name]) if zero_name else np.zeros((), old.dtype)
-        low, high = weight_range if old.dtype == np.int8 else _INT_RANGE[old.dtype]
-        shape = [1] * value.ndim
-        if scale.ndim:
-            shape[axis] = -1
-        ints = np.clip(np.rint(value / scale.reshape(shape)) + zero.astype(np.float64).reshape(shape), low, high)
-        init.CopyFrom(numpy_helper.from_array(ints.astype(old.dtype), init.name))
+        scale = torch.from_numpy(numpy_helper.to_array(initializers[scale_name]))
+        zero = torch.from_numpy(numpy_helper.to_array(initializers[zero_name]) if zero_name else np.zeros((), old.dtype))
+        ints, _, _ = quantize_weight(torch.from_numpy(value), scale, zero, axis, *integer_range(old.dtype, weight_range))
+        init.CopyFrom(numpy_helper.from_array(ints.numpy().astype(old.dtype), init.name))
     return atomic_write_bytes(dest, model.SerializeToString())
+
+
+def float_name(name: str) -> str:
+    """The FP32 graph's name of an initializer (ONNX Runtime's integer copy drops its suffix)."""
+    return name[: -len(QUANTIZED_SUFFIX)] if name.endswith(QUANTIZED_SUFFIX) else name
+
+
+def integer_range(dtype, weight_range: tuple[int, int]) -> tuple[int, int]:
+    """Where a stored weight's integers lie: the quantizer's weight range for int8 weights, the
+    type's own range for int32 biases."""
+    return weight_range if np.dtype(dtype) == np.int8 else _INT_RANGE[np.dtype(dtype)]
+
+
+def quantize_weight(value, scale, zero, axis: int, low: int, high: int):
+    """A weight's integers on its (per-channel) scale, as floats with a straight-through gradient,
+    and the scale and zero point shaped to broadcast: the one rounding both the simulation
+    (:class:`QdqGraph`) and the written bundle (:func:`write_tuned`) use."""
+    shape = [1] * value.ndim
+    if scale.ndim:
+        shape[axis] = -1
+    scale, zero = scale.float().reshape(shape), zero.float().reshape(shape)
+    return _clamp_ste(_round_ste(value / scale) + zero, low, high), scale, zero
 
 
 def _round_ste(x):
