@@ -24,6 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from edge_deeplab.config import TrainConfig
+from edge_deeplab.run_folder import prepare_out_dir, restore, save_checkpoint_as
 from runtime.errors import EdgeDeeplabError
 from runtime.files import atomic_write_text
 from runtime.progress import progress_bar
@@ -114,39 +115,6 @@ def _resolve_device(config: TrainConfig, dist: DistInfo):
     return device
 
 
-def _prepare_out_dir(out: Path, resume: bool, force: bool) -> None:
-    last = out / "last.pt"
-    if resume:
-        if not last.is_file():
-            raise EdgeDeeplabError(f"nothing to resume: {last} does not exist")
-        for stale in out.glob(".*.tmp"):  # a checkpoint being written when the run was killed
-            stale.unlink()
-        return
-    if out.exists() and not out.is_dir():
-        raise EdgeDeeplabError(f"--out {out} is a file; a run needs a folder for its checkpoints and log")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise EdgeDeeplabError(f"{out} already holds a training run; pass --resume to continue it or --force to start over")
-    if force:
-        _clear_run_files(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-
-# What a run writes into --out; --force removes these (and only these) before starting over.
-RUN_FILES = ("best.pt", "last.pt", "log.jsonl", "train_config.json")
-
-
-def _clear_run_files(out: Path) -> None:
-    """Remove an older run's files, so its best.pt and log are not mistaken for the new run's.
-
-    A new run writes best.pt only when it beats its own best so far, and appends to log.jsonl: an
-    old best.pt with a higher mIoU would survive and be reported as this run's result.
-    """
-    for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
-    for stale in out.glob(".*.tmp"):
-        stale.unlink()
-
-
 def _no_decay_parameters(model) -> set[int]:
     """ids of the parameters trained without weight decay: biases, BatchNorm and depthwise convs.
 
@@ -177,28 +145,6 @@ def _make_optimizer(model, config: TrainConfig):
         lr=config.lr,
         momentum=config.momentum,
     )
-
-
-def _restore(path: Path, model, optimizer, scaler) -> tuple[int, float, list[int] | None]:
-    """Load weights, optimizer, scaler and torch RNG from ``path``; return (step, best mIoU, eval size)."""
-    import torch
-
-    from edge_deeplab.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(path)
-    if ckpt.model_config.to_dict() != model.config.to_dict():
-        raise EdgeDeeplabError(
-            f"{path} is a {ckpt.model_config.backbone} model with {ckpt.num_classes} classes; it does not match this run's options"
-        )
-    state = ckpt.train_state or {}
-    if "optimizer" not in state:
-        raise EdgeDeeplabError(f"{path} holds no training state to resume from")
-    model.load_state_dict(ckpt.state_dict)
-    optimizer.load_state_dict(state["optimizer"])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["torch_rng"])
-    return int(state["step"]), float(state.get("best_miou", -1.0)), ckpt.eval_input_size
 
 
 @dataclass
@@ -250,7 +196,7 @@ def train(config: TrainConfig, resume: bool = False, force: bool = False, progre
 
     dist = _init_distributed(config.device)
     out = Path(config.out)
-    _prepare_out_dir(out, resume, force)  # every rank checks, so none is left waiting on a failed rank 0
+    prepare_out_dir(out, resume, force)  # every rank checks, so none is left waiting on a failed rank 0
     device = _resolve_device(config, dist)
     torch.manual_seed(config.seed)
     data = open_training_data(config, dist)
@@ -291,7 +237,7 @@ def start_run(config: TrainConfig, data: TrainData, out: Path, dist: DistInfo, d
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start, best_miou, eval_input_size = 0, -1.0, None
     if resume:
-        start, best_miou, eval_input_size = _restore(out / "last.pt", model, optimizer, scaler if use_amp else None)
+        start, best_miou, eval_input_size = restore(out / "last.pt", model, optimizer, scaler if use_amp else None)
         if start >= data.total:
             raise EdgeDeeplabError(f"{out / 'last.pt'} already finished its {data.total} steps")
     return Run(config, data, out, dist, device, model, _distributed(model, device, dist), optimizer, scaler, use_amp,
@@ -434,38 +380,6 @@ def validate_and_save(run: Run, bar, progress: bool) -> None:
         run.best_miou = metrics["miou"]
         save_checkpoint_as(run, summary, "best.pt")
     save_checkpoint_as(run, summary, "last.pt")
-
-
-def save_checkpoint_as(run: Run, metrics: dict, name: str) -> None:
-    """Write the model and the training state (for exact resume) to ``out/name``, atomically."""
-    import torch
-
-    from edge_deeplab.checkpoint import Checkpoint, save_checkpoint
-    from runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
-
-    train_set = run.data.train
-    checkpoint = Checkpoint(
-        model_config=run.model.config,
-        state_dict={k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()},
-        classes=list(train_set.classes),
-        palette=[list(map(int, c)) for c in train_set.palette],
-        mean=list(IMAGENET_MEAN),
-        std=list(IMAGENET_STD),
-        ignore_index=train_set.ignore_index,
-        dataset=run.config.data,
-        metrics=metrics,
-        eval_input_size=run.eval_input_size,
-        train_state={
-            "step": run.step,
-            "total": run.data.total,
-            "optimizer": run.optimizer.state_dict(),
-            "scaler": run.scaler.state_dict() if run.use_amp else None,
-            "torch_rng": torch.get_rng_state(),
-            "best_miou": run.best_miou,
-            "config": run.config.to_dict(),
-        },
-    )
-    save_checkpoint(checkpoint, run.out / name)
 
 
 def _one_line(exc: EdgeDeeplabError) -> EdgeDeeplabError:

@@ -184,13 +184,13 @@ def test_evaluate_json_is_replaced_only_with_force(bundles, tmp_path) -> None:
 
 
 def test_train_force_removes_the_older_runs_files(tmp_path) -> None:
-    from edge_deeplab.train import _prepare_out_dir
+    from edge_deeplab.run_folder import prepare_out_dir
 
     run = tmp_path / "run"
     run.mkdir()
     for name in ("best.pt", "last.pt", "log.jsonl", "train_config.json", ".last.pt.x.tmp", "notes.md"):
         (run / name).write_text("old")
     with pytest.raises(EdgeDeeplabError, match="already holds a training run"):
-        _prepare_out_dir(run, resume=False, force=False)
-    _prepare_out_dir(run, resume=False, force=True)
+        prepare_out_dir(run, resume=False, force=False)
+    prepare_out_dir(run, resume=False, force=True)
     assert sorted(p.name for p in run.iterdir()) == ["notes.md"]  # the user's own file stays
