@@ -9,12 +9,9 @@ resumed run ends with the weights of one that was never stopped.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from runtime.errors import EdgeDeeplabError
-
-if TYPE_CHECKING:
-    from edge_deeplab.train import Run
 
 
 def prepare_out_dir(out: Path, resume: bool, force: bool) -> None:
@@ -74,8 +71,11 @@ def restore(path: Path, model, optimizer, scaler) -> tuple[int, float, list[int]
     return int(state["step"]), float(state.get("best_miou", -1.0)), ckpt.eval_input_size
 
 
-def save_checkpoint_as(run: Run, metrics: dict, name: str) -> None:
-    """Write the model and the training state (for exact resume) to ``out/name``, atomically."""
+def save_checkpoint_as(run: Any, metrics: dict, name: str) -> None:
+    """Write the model and the training state (for exact resume) to ``run.out / name``, atomically.
+
+    ``run`` is the loop's :class:`edge_deeplab.train.Run`, typed loosely: the loop imports this
+    module, and importing it back would make a cycle."""
     import torch
 
     from edge_deeplab.checkpoint import Checkpoint, save_checkpoint
