@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Sequence
 
 from calibration.ranges import Ranges, _ort_method
+from exporters.qdq_float import read_float_inputs
 from runtime.files import atomic_file
 
 FLAVORS = ("cpu", "tensorrt")
@@ -82,7 +83,8 @@ def quantize(
     flavor: str,
     exclude: Sequence[str] = (),
 ) -> Path:
-    """Write the INT8 Q/DQ model of ``fp32_path`` to ``dest``; ``exclude`` nodes stay float."""
+    """Write the INT8 Q/DQ model of ``fp32_path`` to ``dest``; ``exclude`` nodes stay float, the
+    tensor they read included (:mod:`exporters.qdq_float`)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     common = dict(
@@ -122,6 +124,8 @@ def quantize(
             quantize_static(str(fp32_path), str(out), None, **common, **options)
             if flavor == "tensorrt":
                 quantize_residual_inputs(out, ranges, exclude)
+            if exclude:
+                read_float_inputs(out, fp32_path, exclude)
             tmp.write_bytes(out.read_bytes())
     finally:
         quant_logger.setLevel(level)
@@ -131,8 +135,8 @@ def quantize(
 def quantized_convs(model_path: str | Path) -> list[str]:
     """Names of the Conv nodes with INT8 weights (weight input through a DequantizeLinear).
 
-    The weights tell, not the data input: an excluded conv may still read a Q/DQ'd tensor when
-    the layer producing it is quantized for its own sake.
+    The weights tell, not the data input: a conv excluded before :mod:`exporters.qdq_float`
+    rewired it still read a Q/DQ'd tensor, and a graph from elsewhere may do the same.
     """
     import onnx
 
