@@ -157,12 +157,14 @@ def test_qat_wins_back_what_ptq_lost_and_the_bundle_scores_what_training_saw(che
     from exporters.bundle import export_bundle
 
     out = tmp_path / "qat"
-    export_bundle(qat_request(checkpoint, out, "onnxruntime", steps=24, lr=1e-3))
+    # 40 steps: after 24 the gain was +1.1 to +2.6 points depending on the CPU's float kernels and
+    # thread count (the same model, sums in another order); after 40 it was +9.2 to +11.4.
+    export_bundle(qat_request(checkpoint, out, "onnxruntime", steps=40, lr=1e-3))
     manifest = read_manifest(out)
     qat = manifest.calibration["qat"]
-    assert qat["steps"] == 24 and qat["lr"] == 1e-3 and qat["seconds"] > 0 and qat["weight_range"] == [-64, 64]
+    assert qat["steps"] == 40 and qat["lr"] == 1e-3 and qat["seconds"] > 0 and qat["weight_range"] == [-64, 64]
     assert qat["qat_miou"] == manifest.verification["miou"]["int8"]
-    assert qat["qat_miou"] > qat["ptq_miou"] + 0.02  # two points won back
+    assert qat["qat_miou"] > qat["ptq_miou"] + 0.04  # four points won back at least
     assert abs(qat["simulated_vs_bundle_points"]) < 0.5
     assert manifest.int8_kernels["worst_pair_sum"] <= 32767  # still exact on every CPU
 
