@@ -28,6 +28,7 @@ from calibration.inputs import PreparedImage
 from calibration.nncf_data import nncf_dataset
 from exporters.verify import Outputs, Runner, Validation
 from runtime.errors import EdgeDeeplabError
+from runtime.cpu import warn_if_isa_capped
 from runtime.telemetry import disable_telemetry
 
 IR_NAME = "model.xml"
@@ -42,6 +43,7 @@ WEIGHTS_NAME = "model.bin"
 
 def _ov():
     disable_telemetry()
+    warn_if_isa_capped()  # NNCF's statistics and the IR checks run on OpenVINO's CPU plugin
     import openvino
 
     return openvino

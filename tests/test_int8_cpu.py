@@ -192,3 +192,21 @@ def test_a_schema_2_manifest_without_the_record_still_reads(pixel_bundle, tmp_pa
     data["schema_version"] = 2
     (bundle / "model.json").write_text(json.dumps(data))
     assert read_manifest(bundle).int8_kernels is None
+
+
+def test_an_isa_cap_in_the_environment_is_warned_about_once_for_openvino(monkeypatch, capsys):
+    """ONEDNN_MAX_CPU_ISA is how torch is timed on its AVX2 paths; OpenVINO's CPU plugin reads it
+    too and computed garbage INT8 masks with it on an AVX-512 VNNI CPU, so loading OpenVINO says so."""
+    import runtime.cpu as cpu
+
+    monkeypatch.setattr(cpu, "_WARNED", set())
+    for name in cpu.ISA_CAP_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    cpu.warn_if_isa_capped()
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    cpu.warn_if_isa_capped()
+    cpu.warn_if_isa_capped()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edge-deeplab: warning: ONEDNN_MAX_CPU_ISA=AVX2 is set: OpenVINO")
+    assert "unset it for OpenVINO" in lines[0]

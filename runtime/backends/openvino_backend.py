@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from runtime.backends.base import Backend
-from runtime.cpu import warn_if_int8_saturates
+from runtime.cpu import warn_if_int8_saturates, warn_if_isa_capped
 from runtime.errors import BundleError
 from runtime.manifest import Manifest
 from runtime.options import RuntimeOptions
@@ -69,6 +69,7 @@ class OpenVinoBackend(Backend):
     def __init__(self, manifest: Manifest, bundle_dir: Path, options: RuntimeOptions) -> None:
         super().__init__(manifest, bundle_dir)
         disable_telemetry()
+        warn_if_isa_capped()
         import openvino as ov
 
         xml = self.model_path()
