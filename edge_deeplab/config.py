@@ -19,11 +19,12 @@ from runtime.files import path_error
 
 
 # Default steps per head, chosen by time to accuracy (README, "Training"): with the default
-# learning rate and warm-up, 1000 separable steps reach 0.74 mIoU, about 13 minutes on a 2-core
-# AVX2 CPU (the earlier recipe's 3200 steps: 0.76 in three times as long). The dense head gets the
-# same training time: its step costs about 1 / 0.55 of a separable one, natively and on the AVX2
-# paths alike (benchmarks/train_step.py).
-DEFAULT_ITERATIONS = {False: 550, True: 1000}
+# learning rate and warm-up, 1200 separable steps reach 0.774 mIoU (1000: 0.756, 1300: 0.784, on
+# one 2-core AMD EPYC on torch's AVX2 paths; the earlier recipe needed 3200 steps for 0.763 on the
+# same kind of CPU), about 15 minutes of `edge-deeplab pipeline`'s 20 on a 2-core AVX2-only CPU.
+# The dense head gets the same training time: its step costs about 1 / 0.55 of a separable one,
+# natively and on the AVX2 paths alike (benchmarks/train_step.py).
+DEFAULT_ITERATIONS = {False: 660, True: 1200}
 # The largest training crop: a full Cityscapes frame's width. Checked before anything is
 # allocated: --crop-size 1000000 would otherwise ask numpy for 2.7 TiB for the first crop.
 MAX_CROP = 2048
@@ -50,7 +51,7 @@ OPTION_RANGES = {
 @dataclass
 class TrainConfig:
     """Every training option. The defaults train the edge model on the built-in synthetic set
-    in about 13 minutes on a 2-core AVX2 CPU (see README for the figures).
+    in about 15 minutes on a 2-core AVX2 CPU (see README for the figures).
 
     ``separable`` and ``iterations`` left at None are resolved by :func:`make_config`: the
     backbone's default head (:data:`edge_deeplab.models.config.SEPARABLE_BY_DEFAULT`, the one

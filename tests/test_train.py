@@ -42,9 +42,9 @@ def test_default_head_and_its_step_budget_are_resolved_into_the_config():
     from edge_deeplab.config import make_config
 
     edge = make_config({}, {})
-    assert edge.separable is True and edge.iterations == 1000  # the edge recipe: separable head
+    assert edge.separable is True and edge.iterations == 1200  # the edge recipe: separable head
     dense = make_config({}, {"separable": False})
-    assert dense.separable is False and dense.iterations == 550  # the same training time
+    assert dense.separable is False and dense.iterations == 660  # the same training time
     assert make_config({}, {"backbone": "resnet50"}).separable is False
     assert make_config({"iterations": 50}, {"separable": True}).iterations == 50  # given steps are kept
 

@@ -6,7 +6,7 @@ the README's first command: a short training, then INT8 for ONNX Runtime and Ope
 FP32 references) at the three strides, in a few minutes on a 2-core CPU. ``--heads
 dense,separable`` trains the default recipe once per head (dense 3x3 convs in ASPP and decoder, or
 the paper's atrous separable ones) and reports both models in one table. The full defaults are
-sized for 20 minutes on a 2-core AVX2 CPU (training about 13): 50 scored images and 20 timed runs
+sized for 20 minutes on a 2-core AVX2 CPU (training about 15): 50 scored images and 20 timed runs
 per bundle; pass larger values for steadier figures.
 """
 
