@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import os
 import stat
 import sys
 from collections import Counter
@@ -30,10 +31,19 @@ SIZE = "65x65"
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
-    # One file per test session, shared by every module that imports this fixture (training is
-    # the slowest part of the setup).
-    path = tmp_path_factory.getbasetemp() / "export-checkpoint" / "tiny.pt"
-    return path if path.is_file() else train_tiny_checkpoint(path, steps=20, data="synthetic:size=64,n=64", dataset=VAL)
+    # One file per test run, shared by every module that imports this fixture and, under
+    # pytest-xdist, by every worker (training is the slowest part of the setup): the workers'
+    # temporary folders share a parent, and the first worker to need it trains it under a lock.
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    path = root / "export-checkpoint" / "tiny.pt"
+    with FileLock(str(root / "export-checkpoint.lock")):
+        if not path.is_file():
+            train_tiny_checkpoint(path, steps=20, data="synthetic:size=64,n=64", dataset=VAL)
+    return path
 
 
 @pytest.fixture(autouse=True)
