@@ -36,8 +36,9 @@ def read_float_inputs(model_path: Path, fp32_path: str | Path, excluded: Sequenc
     present = {i.name for i in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
     rewired = []
-    for conv in [n for n in graph.node if n.op_type == "Conv" and n.name in set(excluded)]:
-        source = _quantized_source(conv.input[0], producer)
+    excluded = set(excluded)
+    for conv in [n for n in graph.node if n.op_type == "Conv" and n.name in excluded]:
+        source = quantized_source(conv.input[0], producer)
         if source is None:
             continue
         activation, here = fp32_producer.get(source), producer.get(source)
@@ -59,7 +60,7 @@ def read_float_inputs(model_path: Path, fp32_path: str | Path, excluded: Sequenc
     return rewired
 
 
-def _quantized_source(tensor: str, producer: dict) -> str | None:
+def quantized_source(tensor: str, producer: dict) -> str | None:
     """The float tensor behind ``DequantizeLinear(QuantizeLinear(x))``, or None if ``tensor`` is
     not such a pair's output."""
     dequantize = producer.get(tensor)

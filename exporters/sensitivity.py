@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from exporters.qdq_float import quantized_source
+
 CAP_DB = 100.0  # an exact tensor (the input image) has infinite SQNR; cap it for arithmetic
 
 
@@ -86,13 +88,10 @@ def rank_layers(fp32_path: str | Path, int8_path: str | Path, arrays: Sequence[n
         weight_dq = producer.get(node.input[1])
         if weight_dq is None or weight_dq.op_type != "DequantizeLinear":
             continue  # float weights: already excluded
-        dq = producer.get(node.input[0])
-        if dq is None or dq.op_type != "DequantizeLinear":
+        source = quantized_source(node.input[0], producer)
+        if source is None:
             continue
-        q = producer.get(dq.input[0])
-        if q is None or q.op_type != "QuantizeLinear":
-            continue
-        upstream = producer.get(q.input[0])  # None: the quantizer sits on the graph input
+        upstream = producer.get(source)  # None: the quantizer sits on the graph input
         before = None
         if upstream is not None:
             if upstream.name not in fp32_nodes:

@@ -17,6 +17,7 @@ saturate on this CPU, and ``doctor``, ``benchmark --json`` and the report print 
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
 import sys
@@ -185,8 +186,6 @@ def isa_cap_warning() -> str | None:
     0.14 of pixels (mIoU 4 % against 68 %), and FP16 IRs failed to run ("Convolution node ... is not
     initialized"). A real AVX2-only CPU is not affected.
     """
-    import os
-
     found = [f"{name}={os.environ[name]}" for name in ISA_CAP_VARIABLES if os.environ.get(name)]
     if not found:
         return None
